@@ -1,0 +1,378 @@
+/*
+ * Loading a routes file into a fresh Lua state, and running coroutines in it. See app.h.
+ * The language itself (http/kafka/store/dto DSL, request pipeline) lives in scripts/switchyard/runtime.lua; this
+ * file only builds the state, hands the runtime its C primitives, and copies the declarations into C structures.
+ */
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/time.h>
+#include "common/log.h"
+#include "common/mem.h"
+#include "lua/app.h"
+#include "lua/primitives.h"
+
+static int traceback_handler(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL)
+        msg = "(error object is not a string)";
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+/* Runs `nargs` arguments + function below them under pcall with a traceback; on error copies the first line of the
+ * message (file:line: message) into errbuf and logs the traceback at debug level. */
+static int protected_call(lua_State *L, int nargs, int nresults, char *errbuf, size_t errbuf_size)
+{
+    int base = lua_gettop(L) - nargs;
+    lua_pushcfunction(L, traceback_handler);
+    lua_insert(L, base);
+    int rc = lua_pcall(L, nargs, nresults, base);
+    lua_remove(L, base);
+    if (rc != 0) {
+        const char *msg = lua_tostring(L, -1);
+        if (msg == NULL)
+            msg = "unknown error";
+        sy_debug("lua", "%s", msg);
+        size_t first = strcspn(msg, "\n");
+        snprintf(errbuf, errbuf_size, "%.*s", (int)first, msg);
+        lua_pop(L, 1);
+        return -1;
+    }
+    return 0;
+}
+
+static void set_package_paths(lua_State *L, const char *scripts_dir, const char *routes_path)
+{
+    char routes_dir[1024];
+    const char *slash = strrchr(routes_path, '/');
+    if (slash == NULL)
+        snprintf(routes_dir, sizeof(routes_dir), ".");
+    else
+        snprintf(routes_dir, sizeof(routes_dir), "%.*s", (int)(slash - routes_path), routes_path);
+    if (routes_dir[0] == '\0')
+        snprintf(routes_dir, sizeof(routes_dir), "/");
+
+    lua_getglobal(L, "package"); /* package */
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s/?.lua;%s/?/init.lua", scripts_dir, scripts_dir, routes_dir,
+                    routes_dir);
+    lua_setfield(L, -2, "path");
+    /* keep LuaJIT's compiled-in C module path (the multiarch lua/5.1 directory that holds cjson.so) but never the
+     * current directory: nothing in the working directory is loaded as native code */
+    lua_getfield(L, -1, "cpath"); /* package cpath */
+    const char *cpath = lua_tostring(L, -1);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    int first = 1;
+    for (const char *p = cpath ? cpath : ""; *p != '\0';) {
+        size_t n = strcspn(p, ";");
+        if (n > 0 && strncmp(p, "./", 2) != 0) {
+            if (!first)
+                luaL_addchar(&b, ';');
+            luaL_addlstring(&b, p, n);
+            first = 0;
+        }
+        p += n;
+        if (*p == ';')
+            ++p;
+    }
+    luaL_pushresult(&b);        /* package cpath newcpath */
+    lua_setfield(L, -3, "cpath"); /* package cpath */
+    lua_pop(L, 2);
+}
+
+static char *field_string(lua_State *L, int idx, const char *name)
+{
+    lua_getfield(L, idx, name);
+    char *s = lua_isstring(L, -1) ? sy_strdup(lua_tostring(L, -1)) : NULL;
+    lua_pop(L, 1);
+    return s;
+}
+
+static sy_static_response_t *read_static(lua_State *L, int idx)
+{
+    sy_static_response_t *s = sy_calloc(1, sizeof(*s));
+    lua_getfield(L, idx, "status");
+    s->status = (int)lua_tointeger(L, -1);
+    lua_getfield(L, idx, "body");
+    size_t len;
+    const char *body = lua_tolstring(L, -1, &len);
+    s->body = sy_strndup(body ? body : "", body ? len : 0);
+    s->body_len = body ? len : 0;
+    lua_getfield(L, idx, "headers"); /* static status body headers */
+    size_t n = lua_objlen(L, -1);
+    s->headers = sy_calloc(n + 1, sizeof(char *));
+    for (size_t i = 0; i < n; ++i) {
+        lua_rawgeti(L, -1, (int)i + 1);
+        s->headers[i] = sy_strdup(lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+    s->nheaders = n / 2;
+    lua_pop(L, 3);
+    return s;
+}
+
+static void free_static(sy_static_response_t *s)
+{
+    if (s == NULL)
+        return;
+    for (size_t i = 0; i < s->nheaders * 2; ++i)
+        free(s->headers[i]);
+    free(s->headers);
+    free(s->body);
+    free(s);
+}
+
+/* Copies app.routes into the C router; stack: app at the top. */
+static int compile_routes(sy_app_t *app, char *errbuf, size_t errbuf_size)
+{
+    lua_State *L = app->L;
+    lua_getfield(L, -1, "routes"); /* app routes */
+    app->nroutes = lua_objlen(L, -1);
+    app->statics = sy_calloc(app->nroutes + 1, sizeof(*app->statics));
+    app->router = sy_router_create();
+    for (size_t i = 1; i <= app->nroutes; ++i) {
+        lua_rawgeti(L, -1, (int)i); /* app routes route */
+        char *method = field_string(L, -1, "method"), *path = field_string(L, -1, "path"),
+             *where = field_string(L, -1, "where");
+        char err[256];
+        int rc = sy_router_add(app->router, sy_method_parse(method, strlen(method)), path, (int)i, err, sizeof(err));
+        if (rc != 0)
+            snprintf(errbuf, errbuf_size, "%s: %s", where ? where : "routes", err);
+        lua_getfield(L, -1, "static");
+        if (rc == 0 && lua_istable(L, -1))
+            app->statics[i - 1] = read_static(L, lua_gettop(L));
+        lua_pop(L, 2);
+        free(method);
+        free(path);
+        free(where);
+        if (rc != 0) {
+            lua_pop(L, 1);
+            return -1;
+        }
+    }
+    lua_pop(L, 1);
+    return 0;
+}
+
+/* Copies app.groups and app.topics; stack: app at the top. */
+static void read_declarations(sy_app_t *app)
+{
+    lua_State *L = app->L;
+    lua_getfield(L, -1, "groups"); /* app groups */
+    app->ngroups = lua_objlen(L, -1);
+    app->groups = sy_calloc(app->ngroups + 1, sizeof(*app->groups));
+    for (size_t i = 0; i < app->ngroups; ++i) {
+        lua_rawgeti(L, -1, (int)i + 1); /* app groups g */
+        app->groups[i].group = field_string(L, -1, "group");
+        lua_getfield(L, -1, "topics"); /* app groups g topics */
+        app->groups[i].ntopics = lua_objlen(L, -1);
+        app->groups[i].topics = sy_calloc(app->groups[i].ntopics + 1, sizeof(char *));
+        for (size_t j = 0; j < app->groups[i].ntopics; ++j) {
+            lua_rawgeti(L, -1, (int)j + 1);
+            app->groups[i].topics[j] = sy_strdup(lua_tostring(L, -1));
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 2);
+    }
+    lua_pop(L, 1);
+
+    lua_getfield(L, -1, "topic_order"); /* app order */
+    lua_getfield(L, -2, "topics");      /* app order topics */
+    app->ntopics = lua_objlen(L, -2);
+    app->topics = sy_calloc(app->ntopics + 1, sizeof(*app->topics));
+    for (size_t i = 0; i < app->ntopics; ++i) {
+        lua_rawgeti(L, -2, (int)i + 1); /* app order topics name */
+        app->topics[i].name = sy_strdup(lua_tostring(L, -1));
+        lua_gettable(L, -2); /* app order topics t */
+        lua_getfield(L, -1, "partitions");
+        app->topics[i].partitions = (int)lua_tointeger(L, -1);
+        lua_pop(L, 1);
+        app->topics[i].compression = field_string(L, -1, "compression");
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 2);
+}
+
+static void seed_random(lua_State *L)
+{
+    uint32_t seed;
+    if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed)) {
+        struct timeval tv;
+        gettimeofday(&tv, NULL);
+        seed = (uint32_t)(tv.tv_sec ^ tv.tv_usec);
+    }
+    lua_getglobal(L, "math");
+    lua_getfield(L, -1, "randomseed");
+    lua_pushnumber(L, (lua_Number)(seed & 0x7fffffff));
+    lua_call(L, 1, 0);
+    lua_pop(L, 1);
+}
+
+sy_app_t *sy_app_create(const char *routes_path, const char *scripts_dir, struct st_sy_worker_t *worker, char *errbuf,
+                        size_t errbuf_size)
+{
+    sy_app_t *app = sy_calloc(1, sizeof(*app));
+    lua_State *L;
+
+    app->worker = worker;
+    app->refcnt = 1;
+    h2o_linklist_init_anchor(&app->coroutines);
+    app->app_ref = app->handle_http_ref = app->handle_message_ref = LUA_NOREF;
+    if ((L = app->L = luaL_newstate()) == NULL) {
+        snprintf(errbuf, errbuf_size, "cannot create a Lua state");
+        goto Error;
+    }
+    luaL_openlibs(L);
+    set_package_paths(L, scripts_dir, routes_path);
+    seed_random(L);
+
+    /* runtime = require "switchyard.runtime" */
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "switchyard.runtime");
+    if (protected_call(L, 1, 1, errbuf, errbuf_size) != 0)
+        goto Error;
+    int runtime = lua_gettop(L);
+
+    /* app = runtime.load(core, routes_path) */
+    lua_getfield(L, runtime, "load"); /* runtime load */
+    sy_lua_push_primitives(L, app);   /* runtime load core */
+    lua_pushstring(L, routes_path);
+    if (protected_call(L, 2, 1, errbuf, errbuf_size) != 0)
+        goto Error;
+    /* runtime app */
+    if (compile_routes(app, errbuf, errbuf_size) != 0)
+        goto Error;
+    read_declarations(app);
+
+    lua_getfield(L, -1, "describe"); /* runtime app describe */
+    lua_pushvalue(L, -2);
+    if (protected_call(L, 1, 1, errbuf, errbuf_size) != 0)
+        goto Error;
+    app->summary = sy_strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "");
+    lua_pop(L, 1);
+
+    app->app_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* runtime */
+    lua_getfield(L, runtime, "App");               /* runtime App */
+    lua_getfield(L, -1, "handle_http");
+    app->handle_http_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "handle_message");
+    app->handle_message_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 2);
+
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    app->loaded_at = (double)tv.tv_sec + tv.tv_usec / 1e6;
+    return app;
+
+Error:
+    app->refcnt = 1;
+    sy_app_release(app);
+    return NULL;
+}
+
+void sy_app_retain(sy_app_t *app)
+{
+    ++app->refcnt;
+}
+
+void sy_app_release(sy_app_t *app)
+{
+    if (--app->refcnt != 0)
+        return;
+    if (app->L != NULL)
+        lua_close(app->L);
+    sy_router_destroy(app->router);
+    for (size_t i = 0; i < app->nroutes; ++i)
+        free_static(app->statics ? app->statics[i] : NULL);
+    free(app->statics);
+    for (size_t i = 0; i < app->ngroups; ++i) {
+        for (size_t j = 0; j < app->groups[i].ntopics; ++j)
+            free(app->groups[i].topics[j]);
+        free(app->groups[i].topics);
+        free(app->groups[i].group);
+    }
+    free(app->groups);
+    for (size_t i = 0; i < app->ntopics; ++i) {
+        free(app->topics[i].name);
+        free(app->topics[i].compression);
+    }
+    free(app->topics);
+    free(app->summary);
+    free(app);
+}
+
+sy_co_t *sy_co_create(sy_app_t *app, int func_ref, sy_co_done_cb done, void *data)
+{
+    sy_co_t *co = sy_calloc(1, sizeof(*co));
+    co->app = app;
+    co->done = done;
+    co->data = data;
+    co->L = lua_newthread(app->L);
+    co->ref = luaL_ref(app->L, LUA_REGISTRYINDEX); /* anchors the thread against the GC */
+    lua_rawgeti(co->L, LUA_REGISTRYINDEX, func_ref);
+    h2o_linklist_insert(&app->coroutines, &co->link);
+    sy_app_retain(app);
+    return co;
+}
+
+void sy_co_resume(sy_co_t *co, int nargs)
+{
+    sy_app_t *app = co->app;
+    sy_co_t *saved = app->running;
+    app->running = co;
+    int rc = lua_resume(co->L, nargs);
+    app->running = saved;
+    if (rc == LUA_YIELD)
+        return;
+    if (rc == 0) {
+        co->done(co, 1, lua_gettop(co->L));
+    } else {
+        const char *msg = lua_tostring(co->L, -1);
+        luaL_traceback(app->L, co->L, msg ? msg : "(error object is not a string)", 0);
+        lua_xmove(app->L, co->L, 1);
+        co->done(co, 0, 1);
+    }
+    if (h2o_timeout_is_linked(&co->timer))
+        h2o_timeout_unlink(&co->timer);
+    h2o_linklist_unlink(&co->link);
+    luaL_unref(app->L, LUA_REGISTRYINDEX, co->ref);
+    free(co);
+    sy_app_release(app);
+}
+
+void sy_app_force_close(sy_app_t *app)
+{
+    size_t n = 0;
+    while (!h2o_linklist_is_empty(&app->coroutines)) {
+        sy_co_t *co = H2O_STRUCT_FROM_MEMBER(sy_co_t, link, app->coroutines.next);
+        if (h2o_timeout_is_linked(&co->timer))
+            h2o_timeout_unlink(&co->timer);
+        h2o_linklist_unlink(&co->link);
+        co->done(co, -1, 0);
+        free(co);
+        ++n;
+    }
+    if (n != 0)
+        sy_warn("lua", "%zu handler(s) still waiting at shutdown were abandoned", n);
+    app->refcnt = 1;
+    sy_app_release(app);
+}
+
+sy_co_t *sy_co_check(lua_State *L, sy_app_t *app, const char *what)
+{
+    if (app->running == NULL || app->running->L != L)
+        luaL_error(L, "%s can only be called from an HTTP or topic handler (not at load time or from a nested "
+                      "coroutine)",
+                   what);
+    return app->running;
+}
+
+sy_app_t *sy_app_from_upvalue(lua_State *L)
+{
+    return lua_touserdata(L, lua_upvalueindex(1));
+}

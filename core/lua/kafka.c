@@ -1,0 +1,289 @@
+/*
+ * The `emit` and `request` primitives and the per-worker Kafka wiring; see kafka.h. Waiting primitives yield the
+ * calling coroutine and resume it from the delivery report / reply callback on the worker's loop. Handler logic
+ * (retries, DLQ, replies in the NestJS format) is in runtime.lua: consumed messages are handed to App.handle_message
+ * and their offset is stored only when it returns.
+ */
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "common/log.h"
+#include "common/mem.h"
+#include "lua/kafka.h"
+#include "lua/primitives.h"
+#include "lua/worker.h"
+
+#define MAX_HEADERS 64
+
+struct st_sy_worker_consumer_t {
+    sy_worker_t *worker;
+    char *group;
+    sy_kafka_consumer_t *consumer;
+    int paused;
+};
+
+typedef struct {
+    sy_co_t *co; /* NULL: nobody waits (emit without wait) */
+    char *topic; /* for the log of an unwaited failure */
+} emit_ctx_t;
+
+/* Reads the headers table at `idx` into hs (names and values borrowed from the Lua stack, which keeps them alive
+ * until the primitive returns). Returns the count, raises on a non-string. */
+static size_t read_headers(lua_State *L, int idx, sy_kafka_header_t *hs)
+{
+    size_t n = 0;
+    if (lua_isnoneornil(L, idx))
+        return 0;
+    luaL_checktype(L, idx, LUA_TTABLE);
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
+            luaL_error(L, "kafka headers must map strings to strings");
+        if (n == MAX_HEADERS)
+            luaL_error(L, "more than %d kafka headers", MAX_HEADERS);
+        size_t len;
+        hs[n].name = lua_tostring(L, -2);
+        hs[n].value = lua_tolstring(L, -1, &len);
+        hs[n].value_len = len;
+        ++n;
+        lua_pop(L, 1);
+    }
+    return n;
+}
+
+static void on_delivered(void *cookie, rd_kafka_resp_err_t err, int32_t partition, int64_t offset)
+{
+    emit_ctx_t *ctx = cookie;
+    sy_co_t *co = ctx->co;
+    if (co == NULL) {
+        if (err != 0)
+            sy_error("kafka", "a record emitted without waiting to %s was not delivered: %s", ctx->topic,
+                     rd_kafka_err2str(err));
+        free(ctx->topic);
+        free(ctx);
+        return;
+    }
+    free(ctx->topic);
+    free(ctx);
+    if (err != 0) {
+        lua_pushnil(co->L);
+        lua_pushfstring(co->L, "delivery failed: %s", rd_kafka_err2str(err));
+        lua_pushinteger(co->L, 1);
+        sy_co_resume(co, 3);
+    } else {
+        lua_pushinteger(co->L, partition);
+        lua_pushnumber(co->L, (lua_Number)offset);
+        sy_co_resume(co, 2);
+    }
+}
+
+/* core.emit(topic, value|nil, key|nil, headers|nil, partition|nil, wait) -> partition, offset | true |
+ *                                                                         nil, reason, retry_after */
+static int l_emit(lua_State *L)
+{
+    sy_app_t *app = sy_app_from_upvalue(L);
+    size_t vlen = 0, klen = 0;
+    const char *topic = luaL_checkstring(L, 1);
+    const char *value = luaL_optlstring(L, 2, NULL, &vlen);
+    const char *key = luaL_optlstring(L, 3, NULL, &klen);
+    sy_kafka_header_t hs[MAX_HEADERS];
+    size_t nh = read_headers(L, 4, hs);
+    int32_t partition = lua_isnoneornil(L, 5) ? RD_KAFKA_PARTITION_UA : (int32_t)luaL_checkinteger(L, 5);
+    int wait = lua_toboolean(L, 6);
+    sy_co_t *co = wait ? sy_co_check(L, app, "kafka.emit") : NULL;
+    sy_worker_t *w = app->worker;
+
+    if (w == NULL || w->producer == NULL) {
+        lua_pushnil(L);
+        lua_pushstring(L, w == NULL ? "kafka is not available while loading routes" : "the producer is shut down");
+        lua_pushinteger(L, 1);
+        return 3;
+    }
+    emit_ctx_t *ctx = sy_malloc(sizeof(*ctx));
+    ctx->co = co;
+    ctx->topic = sy_strdup(topic);
+    rd_kafka_resp_err_t err =
+        sy_kafka_produce(w->producer, topic, partition, key, klen, value, vlen, hs, nh, on_delivered, ctx);
+    if (err != 0) {
+        free(ctx->topic);
+        free(ctx);
+        lua_pushnil(L);
+        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            lua_pushstring(L, "producer queue full");
+        else
+            lua_pushfstring(L, "cannot produce to %s: %s", topic, rd_kafka_err2str(err));
+        lua_pushinteger(L, 1);
+        return 3;
+    }
+    if (!wait) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    return lua_yield(L, 0);
+}
+
+
+void sy_lua_kafka_register(lua_State *L, sy_app_t *app)
+{
+    lua_pushlightuserdata(L, app);
+    lua_pushcclosure(L, l_emit, 1);
+    lua_setfield(L, -2, "emit");
+    lua_pushlightuserdata(L, app);
+    lua_pushcclosure(L, sy_lua_rpc_request, 1);
+    lua_setfield(L, -2, "request");
+}
+
+/* --- consumers ------------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    sy_worker_consumer_t *wc;
+    rd_kafka_message_t *msg;
+} message_ctx_t;
+
+static void on_message_done(sy_co_t *co, int ok, int nresults)
+{
+    message_ctx_t *ctx = co->data;
+    sy_worker_consumer_t *wc = ctx->wc;
+    --wc->worker->inflight;
+    if (ok < 0 || wc->consumer == NULL) {
+        /* abandoned at shutdown: not committed, so the group redelivers it */
+        free(ctx);
+        return;
+    }
+    if (!ok)
+        sy_error("kafka", "group %s: message %s/%d@%lld failed outside its handler (committed to keep the partition "
+                          "moving): %s",
+                 wc->group, rd_kafka_topic_name(ctx->msg->rkt), (int)ctx->msg->partition,
+                 (long long)ctx->msg->offset, lua_tostring(co->L, -1));
+    sy_kafka_consumer_done(wc->consumer, ctx->msg);
+    free(ctx);
+}
+
+static void push_message(lua_State *L, const rd_kafka_message_t *msg)
+{
+    lua_createtable(L, 0, 6);
+    lua_pushstring(L, rd_kafka_topic_name(msg->rkt));
+    lua_setfield(L, -2, "topic");
+    lua_pushinteger(L, msg->partition);
+    lua_setfield(L, -2, "partition");
+    lua_pushnumber(L, (lua_Number)msg->offset);
+    lua_setfield(L, -2, "offset");
+    if (msg->key != NULL) {
+        lua_pushlstring(L, msg->key, msg->key_len);
+        lua_setfield(L, -2, "key");
+    }
+    if (msg->payload != NULL) {
+        lua_pushlstring(L, msg->payload, msg->len);
+        lua_setfield(L, -2, "value");
+    }
+    lua_newtable(L); /* msg headers */
+    rd_kafka_headers_t *hdrs = NULL;
+    if (rd_kafka_message_headers(msg, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        const char *name;
+        const void *value;
+        size_t size;
+        for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR;
+             ++i) {
+            lua_pushstring(L, name);
+            if (value != NULL)
+                lua_pushlstring(L, value, size);
+            else
+                lua_pushliteral(L, "");
+            lua_rawset(L, -3); /* the last value of a repeated header wins */
+        }
+    }
+    lua_setfield(L, -2, "headers");
+}
+
+static void on_message(sy_kafka_consumer_t *c, rd_kafka_message_t *msg, void *cookie)
+{
+    sy_worker_consumer_t *wc = cookie;
+    sy_worker_t *w = wc->worker;
+    if (wc->paused) {
+        /* shutting down: leave it uncommitted; the consumer frees it when destroyed */
+        return;
+    }
+    sy_app_t *app = w->app;
+    message_ctx_t *ctx = sy_malloc(sizeof(*ctx));
+    ctx->wc = wc;
+    ctx->msg = msg;
+    sy_co_t *co = sy_co_create(app, app->handle_message_ref, on_message_done, ctx);
+    ++w->inflight;
+    lua_rawgeti(co->L, LUA_REGISTRYINDEX, app->app_ref);
+    lua_pushstring(co->L, wc->group);
+    push_message(co->L, msg);
+    sy_co_resume(co, 3);
+}
+
+int sy_lua_kafka_worker_start(sy_worker_t *w, char *errbuf, size_t errbuf_size)
+{
+    sy_app_t *app = w->app;
+    sy_kafka_cluster_t *cluster = w->host->cluster;
+    int ret = -1;
+    sy_kafka_topic_config_t *topics = sy_calloc(app->ntopics + 1, sizeof(*topics));
+
+    for (size_t i = 0; i < app->ntopics; ++i) {
+        topics[i].name = app->topics[i].name;
+        topics[i].compression = app->topics[i].compression;
+    }
+    sy_kafka_producer_config_t pcfg = {.topics = topics, .ntopics = app->ntopics};
+    if ((w->producer = sy_kafka_producer_create(cluster, w->loop, &pcfg, errbuf, errbuf_size)) == NULL)
+        goto Exit;
+    if (sy_lua_rpc_worker_start(w, errbuf, errbuf_size) != 0)
+        goto Exit;
+    w->consumers = sy_calloc(app->ngroups + 1, sizeof(*w->consumers));
+    for (size_t i = 0; i < app->ngroups; ++i) {
+        sy_worker_consumer_t *wc = sy_calloc(1, sizeof(*wc));
+        wc->worker = w;
+        wc->group = sy_strdup(app->groups[i].group);
+        sy_kafka_consumer_config_t ccfg = {0};
+        wc->consumer = sy_kafka_consumer_create(cluster, w->loop, wc->group, (const char *const *)app->groups[i].topics,
+                                                app->groups[i].ntopics, &ccfg, on_message, wc, errbuf, errbuf_size);
+        if (wc->consumer == NULL) {
+            free(wc->group);
+            free(wc);
+            goto Exit;
+        }
+        w->consumers[w->nconsumers++] = wc;
+    }
+    ret = 0;
+Exit:
+    free(topics);
+    return ret;
+}
+
+void sy_lua_kafka_worker_pause(sy_worker_t *w)
+{
+    for (size_t i = 0; i < w->nconsumers; ++i)
+        w->consumers[i]->paused = 1;
+}
+
+void sy_lua_kafka_worker_stop(sy_worker_t *w)
+{
+    sy_lua_kafka_worker_pause(w);
+    /* answer every waiting emit first, so the handlers waiting on them can finish and commit */
+    if (w->producer != NULL)
+        sy_kafka_producer_flush(w->producer, 2000);
+    sy_lua_rpc_worker_stop(w);
+    for (size_t i = 0; i < w->nconsumers; ++i) {
+        sy_kafka_consumer_destroy(w->consumers[i]->consumer);
+        w->consumers[i]->consumer = NULL; /* handlers finishing later must not touch it */
+    }
+    if (w->producer != NULL) {
+        sy_kafka_producer_t *p = w->producer;
+        w->producer = NULL; /* emits from here on fail at once instead of queueing on a dying producer */
+        sy_kafka_producer_destroy(p);
+    }
+}
+
+void sy_lua_kafka_worker_dispose(sy_worker_t *w)
+{
+    for (size_t i = 0; i < w->nconsumers; ++i) {
+        free(w->consumers[i]->group);
+        free(w->consumers[i]);
+    }
+    free(w->consumers);
+    w->consumers = NULL;
+    w->nconsumers = 0;
+}

@@ -1,0 +1,29 @@
+/*
+ * Kafka for the Lua apps: the `emit` and `request` primitives, and each worker's Kafka handles (producer,
+ * request-reply, one consumer per consumer group of the routes file) with messages run as coroutines of the app.
+ */
+#ifndef SY_LUA_KAFKA_H
+#define SY_LUA_KAFKA_H
+
+#include <stddef.h>
+#include <lua.h>
+
+struct st_sy_worker_t;
+
+/* Creates the worker's producer, request-reply and consumers from its app's declarations. Loop thread. */
+int sy_lua_kafka_worker_start(struct st_sy_worker_t *w, char *errbuf, size_t errbuf_size);
+/* Shutdown, first step: consumed messages are no longer handed to handlers (they stay uncommitted). */
+void sy_lua_kafka_worker_pause(struct st_sy_worker_t *w);
+/* Shutdown: destroys consumers (committing what was handled), request-reply, then the producer (flushed; every
+ * waiting emit is answered). Loop thread; blocks. */
+void sy_lua_kafka_worker_stop(struct st_sy_worker_t *w);
+
+/* After the app is closed: frees what sy_lua_kafka_worker_stop left for late handlers to look at. */
+void sy_lua_kafka_worker_dispose(struct st_sy_worker_t *w);
+
+/* Request-reply (rpc.c): the worker's reply consumer and pending requests, and the core.request primitive. */
+int sy_lua_rpc_worker_start(struct st_sy_worker_t *w, char *errbuf, size_t errbuf_size);
+void sy_lua_rpc_worker_stop(struct st_sy_worker_t *w);
+int sy_lua_rpc_request(lua_State *L);
+
+#endif

@@ -1,0 +1,157 @@
+/*
+ * Workers: one thread per loop, each with its own h2o context and listener, its own Lua app, its own Kafka
+ * producer and one consumer per consumer group the routes file names. See worker.h.
+ * Start-up order per worker: loop, app (routes), producer, request-reply, consumers, listener. Shutdown runs it
+ * backwards after a drain: stop accepting, let in-flight handlers finish (up to the shutdown timeout), then
+ * consumers (offsets committed), request-reply, producer (flushed), app, loop.
+ * It does not parse options or handle signals: main.c does.
+ */
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "common/log.h"
+#include "common/mem.h"
+#include "lua/http.h"
+#include "lua/worker.h"
+#include "lua/kafka.h"
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+void sy_worker_timer_link(sy_worker_t *w, uint64_t ms, h2o_timeout_entry_t *entry)
+{
+    sy_worker_timeout_t *t = NULL;
+    for (size_t i = 0; i < w->ntimeouts; ++i) {
+        if (w->timeouts[i]->ms == ms) {
+            t = w->timeouts[i];
+            break;
+        }
+    }
+    if (t == NULL) {
+        /* h2o_timeout_t registers its address with the loop, so each one is allocated on its own */
+        t = sy_calloc(1, sizeof(*t));
+        t->ms = ms;
+        h2o_timeout_init(w->loop, &t->timeout, ms);
+        w->timeouts = sy_realloc(w->timeouts, (w->ntimeouts + 1) * sizeof(*w->timeouts));
+        w->timeouts[w->ntimeouts++] = t;
+    }
+    h2o_timeout_link(w->loop, &t->timeout, entry);
+}
+
+static int worker_setup(sy_worker_t *w)
+{
+    sy_host_t *host = w->host;
+    char errbuf[512];
+
+    w->loop = h2o_evloop_create();
+    w->app = sy_app_create(host->opts.routes_path, host->opts.scripts_dir, w, errbuf, sizeof(errbuf));
+    if (w->app == NULL) {
+        sy_error("worker", "worker %zu cannot load %s: %s", w->id, host->opts.routes_path, errbuf);
+        return -1;
+    }
+    if (sy_lua_kafka_worker_start(w, errbuf, sizeof(errbuf)) != 0) {
+        sy_error("worker", "worker %zu: kafka: %s", w->id, errbuf);
+        return -1;
+    }
+    int fd = sy_http_listen(host->opts.listen, errbuf, sizeof(errbuf));
+    if (fd < 0) {
+        sy_error("worker", "worker %zu: %s", w->id, errbuf);
+        return -1;
+    }
+    sy_http_worker_init(&w->http, &host->http, w->loop, fd, w);
+    return 0;
+}
+
+static void worker_teardown(sy_worker_t *w)
+{
+    if (w->loop == NULL)
+        return;
+    sy_http_worker_stop_accepting(&w->http);
+    sy_lua_kafka_worker_stop(w);
+    if (w->app != NULL)
+        sy_app_force_close(w->app);
+    w->app = NULL;
+    sy_lua_kafka_worker_dispose(w);
+    /* let h2o finish closing connections (it frees them on the loop) */
+    for (int i = 0; i < 10; ++i)
+        h2o_evloop_run(w->loop, 0);
+    if (w->http.ctx.loop != NULL)
+        h2o_context_dispose(&w->http.ctx);
+    for (size_t i = 0; i < w->ntimeouts; ++i) {
+        h2o_timeout_dispose(w->loop, &w->timeouts[i]->timeout);
+        free(w->timeouts[i]);
+    }
+    free(w->timeouts);
+    h2o_evloop_destroy(w->loop);
+    w->loop = NULL;
+}
+
+static void *worker_main(void *arg)
+{
+    sy_worker_t *w = arg;
+    sy_host_t *host = w->host;
+
+    if (worker_setup(w) != 0) {
+        atomic_fetch_add(&host->workers_failed, 1);
+        worker_teardown(w);
+        return NULL;
+    }
+    atomic_fetch_add(&host->workers_ready, 1);
+    sy_debug("worker", "worker %zu serving", w->id);
+
+    /* h2o_evloop_run returns -1 on EINTR: loop on our own flag instead (platform-notes section 1) */
+    while (!atomic_load(&host->stopping))
+        h2o_evloop_run(w->loop, 100);
+
+    /* graceful drain: no new connections; in-flight handlers run to completion up to the deadline */
+    sy_http_worker_stop_accepting(&w->http);
+    sy_lua_kafka_worker_pause(w);
+    uint64_t deadline = now_ms() + host->opts.shutdown_timeout_ms;
+    while (w->inflight != 0 && now_ms() < deadline && atomic_load(&host->stopping) < 2)
+        h2o_evloop_run(w->loop, 10);
+    if (w->inflight != 0)
+        sy_warn("worker", "worker %zu: %zu handler(s) still running after the shutdown timeout", w->id, w->inflight);
+    worker_teardown(w);
+    return NULL;
+}
+
+int sy_host_start(sy_host_t *host)
+{
+    host->workers = sy_calloc(host->nworkers, sizeof(*host->workers));
+    for (size_t i = 0; i < host->nworkers; ++i) {
+        sy_worker_t *w = sy_calloc(1, sizeof(*w));
+        w->host = host;
+        w->id = i;
+        host->workers[i] = w;
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+            sy_error("worker", "cannot start worker thread %zu", i);
+            free(w);
+            host->workers[i] = NULL;
+            atomic_fetch_add(&host->workers_failed, 1);
+        }
+    }
+    while (atomic_load(&host->workers_ready) + atomic_load(&host->workers_failed) < (int)host->nworkers)
+        usleep(1000);
+    return atomic_load(&host->workers_failed) == 0 ? 0 : -1;
+}
+
+void sy_host_stop(sy_host_t *host)
+{
+    if (atomic_load(&host->stopping) == 0)
+        atomic_store(&host->stopping, 1);
+    for (size_t i = 0; i < host->nworkers; ++i) {
+        if (host->workers[i] == NULL)
+            continue;
+        pthread_join(host->workers[i]->thread, NULL);
+        free(host->workers[i]);
+    }
+    free(host->workers);
+    host->workers = NULL;
+}

@@ -1,0 +1,79 @@
+/*
+ * The host and its workers: the application layer that wires http/, kafka/ and store/ to the Lua apps.
+ * The host is process-wide (options, the store, the Kafka cluster, the listening address); each worker is one
+ * thread with its own h2o loop and context, its own SO_REUSEPORT listener, its own Lua app, producer and consumers.
+ * Nothing Lua is shared between workers.
+ */
+#ifndef SY_LUA_WORKER_H
+#define SY_LUA_WORKER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <h2o.h>
+#include "http/server.h"
+#include "kafka/kafka.h"
+#include "lua/app.h"
+#include "store/store.h"
+
+typedef struct st_sy_host_options_t {
+    const char *routes_path;
+    const char *scripts_dir;
+    const char *listen;
+    const char *data_dir;
+    const char *brokers; /* NULL: embedded */
+    const char **kafka_props;
+    size_t nkafka_props;
+    size_t workers;
+    size_t max_body;
+    uint64_t shutdown_timeout_ms;
+} sy_host_options_t;
+
+typedef struct st_sy_worker_t sy_worker_t;
+
+typedef struct st_sy_host_t {
+    sy_host_options_t opts;
+    sy_http_server_t http;
+    sy_store_t *store;
+    sy_kafka_cluster_t *cluster;
+    int listen_fd;
+    size_t nworkers;
+    sy_worker_t **workers;
+    atomic_int stopping;       /* 1: graceful shutdown requested */
+    atomic_int workers_failed; /* a worker could not start */
+    atomic_int workers_ready;
+} sy_host_t;
+
+typedef struct {
+    uint64_t ms;
+    h2o_timeout_t timeout;
+} sy_worker_timeout_t;
+
+typedef struct st_sy_worker_consumer_t sy_worker_consumer_t;
+
+struct st_sy_worker_t {
+    sy_host_t *host;
+    size_t id;
+    pthread_t thread;
+    h2o_loop_t *loop;
+    sy_http_worker_t http;
+    sy_app_t *app;
+    sy_kafka_producer_t *producer;
+    struct st_sy_kafka_rpc_t *rpc;
+    sy_worker_consumer_t **consumers;
+    size_t nconsumers;
+    sy_worker_timeout_t **timeouts; /* h2o 2.2.5 keeps one list per duration */
+    size_t ntimeouts;
+    size_t inflight; /* live coroutines of this worker (all app versions) */
+    uint64_t requests;
+};
+
+/* Starts the workers (each loads the routes itself). Returns 0 when every worker is serving, -1 otherwise. */
+int sy_host_start(sy_host_t *host);
+/* Asks every worker to stop (graceful: stop accepting, finish in-flight work up to the shutdown timeout) and joins
+ * them. Main thread. */
+void sy_host_stop(sy_host_t *host);
+
+/* Links `entry` to fire after `ms` milliseconds on the worker's loop. Loop thread only. */
+void sy_worker_timer_link(sy_worker_t *w, uint64_t ms, h2o_timeout_entry_t *entry);
+
+#endif

@@ -1,0 +1,331 @@
+/*
+ * switchyard: command line, start-up, signals, shutdown order.
+ *
+ * Start-up: parse options; load the routes file once here to validate it and learn its topics (this is also all that
+ * --check does); open the store; start the Kafka cluster (embedded unless --brokers) and create the declared topics;
+ * start the workers, each of which loads the routes into its own Lua state. Then the main thread only waits for
+ * signals and syncs the store once a second. SIGTERM/SIGINT: graceful stop (a second one exits at once).
+ * Shutdown order: workers (drain, consumers, producers), Kafka cluster, store.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "common/log.h"
+#include "common/mem.h"
+#include "kafka/kafka.h"
+#include "lua/app.h"
+#include "lua/http.h"
+#include "lua/worker.h"
+#include "store/store.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: switchyard [OPTIONS] [ROUTES_FILE]\n"
+            "\n"
+            "Serves the HTTP endpoints and Kafka topic handlers declared in ROUTES_FILE (default: routes.lua).\n"
+            "\n"
+            "options:\n"
+            "  --listen ADDR:PORT      public HTTP address (default 0.0.0.0:8080)\n"
+            "  --workers N             event-loop threads (default: number of CPUs)\n"
+            "  --data-dir DIR          store and kafka.bootstrap location (default .switchyard)\n"
+            "  --brokers LIST          use this Kafka cluster (host:port,...) instead of the embedded broker\n"
+            "  --kafka KEY=VALUE       librdkafka property for every Kafka client (repeatable)\n"
+            "  --max-body BYTES        largest request body; larger ones get 413 (default 1048576)\n"
+            "  --shutdown-timeout S    seconds in-flight work may take after SIGTERM (default 10)\n"
+            "  --log-level LEVEL       debug, info, warn or error (default info)\n"
+            "  --check                 load and validate ROUTES_FILE, print what it declares, exit 0 or 1\n"
+            "  --help                  this text\n"
+            "  --version               the version\n");
+}
+
+static int parse_size(const char *s, size_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || end == s)
+        return -1;
+    if (*end == 'k' || *end == 'K')
+        v <<= 10, ++end;
+    else if (*end == 'm' || *end == 'M')
+        v <<= 20, ++end;
+    if (*end != '\0' || v == 0)
+        return -1;
+    *out = (size_t)v;
+    return 0;
+}
+
+static int dir_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* The Lua library: $SWITCHYARD_SCRIPTS, else next to an installed binary (../share/switchyard/scripts), else the
+ * source tree the binary was built from, else the configured install prefix. */
+static char *find_scripts_dir(void)
+{
+    char buf[PATH_MAX + 64], probe[PATH_MAX + 128];
+    const char *env = getenv("SWITCHYARD_SCRIPTS");
+    if (env != NULL && *env != '\0')
+        return sy_strdup(env);
+    ssize_t n = readlink("/proc/self/exe", buf, PATH_MAX);
+    if (n > 0) {
+        buf[n] = '\0';
+        char *slash = strrchr(buf, '/');
+        if (slash != NULL) {
+            *slash = '\0';
+            snprintf(probe, sizeof(probe), "%s/../share/switchyard/scripts", buf);
+            if (dir_exists(probe)) {
+                char *real = realpath(probe, NULL);
+                if (real != NULL)
+                    return real;
+            }
+        }
+    }
+    if (dir_exists(SY_SCRIPTS_BUILD_DIR "/switchyard"))
+        return sy_strdup(SY_SCRIPTS_BUILD_DIR);
+    return sy_strdup(SY_SCRIPTS_INSTALL_DIR);
+}
+
+static int write_bootstrap_file(const char *data_dir, const char *bootstrap)
+{
+    char path[PATH_MAX], tmp[PATH_MAX + 8];
+    snprintf(path, sizeof(path), "%s/kafka.bootstrap", data_dir);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL)
+        return -1;
+    fprintf(f, "%s\n", bootstrap);
+    if (fclose(f) != 0)
+        return -1;
+    return rename(tmp, path);
+}
+
+static void *second_signal_watch(void *arg)
+{
+    sigset_t *set = arg;
+    int sig;
+    while (sigwait(set, &sig) == 0) {
+        if (sig == SIGTERM || sig == SIGINT) {
+            sy_warn("main", "second signal: exiting at once");
+            _exit(1);
+        }
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    enum { OPT_LISTEN = 256, OPT_WORKERS, OPT_DATA_DIR, OPT_BROKERS, OPT_KAFKA, OPT_MAX_BODY, OPT_SHUTDOWN, OPT_LOG };
+    static const struct option long_opts[] = {{"listen", required_argument, NULL, OPT_LISTEN},
+                                              {"workers", required_argument, NULL, OPT_WORKERS},
+                                              {"data-dir", required_argument, NULL, OPT_DATA_DIR},
+                                              {"brokers", required_argument, NULL, OPT_BROKERS},
+                                              {"kafka", required_argument, NULL, OPT_KAFKA},
+                                              {"max-body", required_argument, NULL, OPT_MAX_BODY},
+                                              {"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN},
+                                              {"log-level", required_argument, NULL, OPT_LOG},
+                                              {"check", no_argument, NULL, 'c'},
+                                              {"help", no_argument, NULL, 'h'},
+                                              {"version", no_argument, NULL, 'V'},
+                                              {NULL, 0, NULL, 0}};
+    sy_host_t host = {0};
+    sy_host_options_t *o = &host.opts;
+    int check_only = 0, opt, ret = 1;
+    long nprocs = sysconf(_SC_NPROCESSORS_ONLN);
+    char errbuf[1024];
+    sy_app_t *app = NULL;
+
+    o->routes_path = "routes.lua";
+    o->listen = "0.0.0.0:8080";
+    o->data_dir = ".switchyard";
+    o->workers = nprocs > 0 ? (size_t)nprocs : 1;
+    o->max_body = 1 << 20;
+    o->shutdown_timeout_ms = 10000;
+    o->kafka_props = sy_calloc((size_t)argc + 1, sizeof(char *));
+
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
+        switch (opt) {
+        case OPT_LISTEN:
+            o->listen = optarg;
+            break;
+        case OPT_WORKERS: {
+            char *end;
+            long n = strtol(optarg, &end, 10);
+            if (*end != '\0' || n < 1 || n > 256) {
+                fprintf(stderr, "switchyard: --workers must be between 1 and 256\n");
+                goto Exit;
+            }
+            o->workers = (size_t)n;
+            break;
+        }
+        case OPT_DATA_DIR:
+            o->data_dir = optarg;
+            break;
+        case OPT_BROKERS:
+            o->brokers = optarg;
+            break;
+        case OPT_KAFKA:
+            if (strchr(optarg, '=') == NULL) {
+                fprintf(stderr, "switchyard: --kafka expects KEY=VALUE, got '%s'\n", optarg);
+                goto Exit;
+            }
+            o->kafka_props[o->nkafka_props++] = optarg;
+            break;
+        case OPT_MAX_BODY:
+            if (parse_size(optarg, &o->max_body) != 0) {
+                fprintf(stderr, "switchyard: --max-body expects a positive size in bytes (k and m suffixes work)\n");
+                goto Exit;
+            }
+            break;
+        case OPT_SHUTDOWN: {
+            char *end;
+            double s = strtod(optarg, &end);
+            if (*end != '\0' || s < 0 || s > 3600) {
+                fprintf(stderr, "switchyard: --shutdown-timeout expects seconds between 0 and 3600\n");
+                goto Exit;
+            }
+            o->shutdown_timeout_ms = (uint64_t)(s * 1000);
+            break;
+        }
+        case OPT_LOG:
+            if (sy_log_parse_level(optarg, &sy_log_min_level) != 0) {
+                fprintf(stderr, "switchyard: --log-level must be debug, info, warn or error\n");
+                goto Exit;
+            }
+            break;
+        case 'c':
+            check_only = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            ret = 0;
+            goto Exit;
+        case 'V':
+            printf("switchyard %s\n", SY_VERSION);
+            ret = 0;
+            goto Exit;
+        default:
+            if (optopt != 0)
+                fprintf(stderr, "switchyard: option '%s' needs a value or is unknown\n", argv[optind - 1]);
+            else
+                fprintf(stderr, "switchyard: unknown option '%s'\n", argv[optind - 1]);
+            usage(stderr);
+            ret = 2;
+            goto Exit;
+        }
+    }
+    if (optind < argc)
+        o->routes_path = argv[optind++];
+    if (optind < argc) {
+        fprintf(stderr, "switchyard: one routes file only (got '%s' too)\n", argv[optind]);
+        ret = 2;
+        goto Exit;
+    }
+    o->scripts_dir = find_scripts_dir();
+
+    /* validate the routes file before anything else starts: the same load every worker does */
+    if ((app = sy_app_create(o->routes_path, o->scripts_dir, NULL, errbuf, sizeof(errbuf))) == NULL) {
+        sy_error("main", "cannot load %s: %s", o->routes_path, errbuf);
+        if (check_only)
+            fprintf(stdout, "%s: FAILED\n%s\n", o->routes_path, errbuf);
+        goto Exit;
+    }
+    if (check_only) {
+        printf("%s: OK\n%s\n", o->routes_path, app->summary);
+        ret = 0;
+        goto Exit;
+    }
+
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL); /* every thread created from here on inherits the mask */
+
+    if (mkdir(o->data_dir, 0755) != 0 && errno != EEXIST) {
+        sy_error("main", "cannot create the data directory %s: %s", o->data_dir, strerror(errno));
+        goto Exit;
+    }
+    char store_dir[PATH_MAX];
+    snprintf(store_dir, sizeof(store_dir), "%s/store", o->data_dir);
+    if ((host.store = sy_store_open(store_dir, NULL, errbuf, sizeof(errbuf))) == NULL) {
+        sy_error("main", "cannot open the store in %s: %s", store_dir, errbuf);
+        goto Exit;
+    }
+
+    sy_kafka_cluster_config_t kcfg = {
+        .brokers = o->brokers, .props = (const char *const *)o->kafka_props, .nprops = o->nkafka_props};
+    if ((host.cluster = sy_kafka_cluster_create(&kcfg, errbuf, sizeof(errbuf))) == NULL) {
+        sy_error("main", "kafka: %s", errbuf);
+        goto Exit;
+    }
+    const char *bootstrap = sy_kafka_cluster_bootstrap(host.cluster);
+    sy_info("main", "kafka bootstrap: %s%s", bootstrap, o->brokers == NULL ? " (embedded broker)" : "");
+    if (write_bootstrap_file(o->data_dir, bootstrap) != 0)
+        sy_warn("main", "cannot write %s/kafka.bootstrap: %s", o->data_dir, strerror(errno));
+    for (size_t i = 0; i < app->ntopics; ++i) {
+        if (sy_kafka_cluster_ensure_topic(host.cluster, app->topics[i].name, app->topics[i].partitions) != 0) {
+            sy_error("main", "cannot create topic %s", app->topics[i].name);
+            goto Exit;
+        }
+    }
+
+    sy_app_release(app); /* each worker loads its own */
+    app = NULL;
+
+    sy_http_config_t hcfg = {.max_body = o->max_body, .io_timeout_ms = 10000};
+    sy_http_server_init(&host.http, &hcfg, sy_lua_http_handle);
+    host.nworkers = o->workers;
+    if (sy_host_start(&host) != 0) {
+        sy_error("main", "not every worker started; stopping");
+        sy_host_stop(&host);
+        goto Dispose;
+    }
+    sy_info("main", "switchyard %s serving %s on %s with %zu worker(s)", SY_VERSION, o->routes_path, o->listen,
+            host.nworkers);
+
+    for (;;) {
+        struct timespec one_second = {1, 0};
+        int sig = sigtimedwait(&sigs, NULL, &one_second);
+        sy_store_sync(host.store);
+        if (sig == SIGTERM || sig == SIGINT) {
+            sy_info("main", "%s: shutting down (in-flight work has %.1f s)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+                    o->shutdown_timeout_ms / 1000.0);
+            break;
+        }
+        if (sig == SIGHUP)
+            sy_info("main", "SIGHUP: reload is not implemented yet; ignored");
+    }
+    pthread_t watcher;
+    pthread_create(&watcher, NULL, second_signal_watch, &sigs);
+    pthread_detach(watcher);
+    sy_host_stop(&host);
+    ret = 0;
+
+Dispose:
+    sy_http_server_dispose(&host.http);
+Exit:
+    if (app != NULL)
+        sy_app_release(app);
+    if (host.cluster != NULL)
+        sy_kafka_cluster_destroy(host.cluster);
+    if (host.store != NULL)
+        sy_store_close(host.store);
+    if (ret == 0 && !check_only && host.store != NULL)
+        sy_info("main", "stopped cleanly");
+    free((void *)o->scripts_dir);
+    free(o->kafka_props);
+    return ret;
+}
