@@ -14,7 +14,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/inotify.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include "common/log.h"
 #include "common/mem.h"
@@ -107,6 +111,145 @@ static int write_bootstrap_file(const char *data_dir, const char *bootstrap)
     if (fclose(f) != 0)
         return -1;
     return rename(tmp, path);
+}
+
+/* --- hot reload ------------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    int fd;
+    int *wds;
+    size_t nwds;
+} watcher_t;
+
+static void watch_dir_of(watcher_t *wt, const char *file)
+{
+    char dir[PATH_MAX];
+    const char *slash = strrchr(file, '/');
+    if (slash == NULL)
+        snprintf(dir, sizeof(dir), ".");
+    else if (slash == file)
+        snprintf(dir, sizeof(dir), "/");
+    else
+        snprintf(dir, sizeof(dir), "%.*s", (int)(slash - file), file);
+    /* editors replace files by rename, so watch the directory rather than the file */
+    int wd = inotify_add_watch(wt->fd, dir, IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_MOVED_FROM);
+    if (wd < 0) {
+        sy_warn("reload", "cannot watch %s: %s", dir, strerror(errno));
+        return;
+    }
+    for (size_t i = 0; i < wt->nwds; ++i)
+        if (wt->wds[i] == wd)
+            return;
+    wt->wds = sy_realloc(wt->wds, (wt->nwds + 1) * sizeof(int));
+    wt->wds[wt->nwds++] = wd;
+}
+
+static void watch_app(watcher_t *wt, const char *routes_path, const sy_app_t *app)
+{
+    watch_dir_of(wt, routes_path);
+    for (size_t i = 0; app != NULL && i < app->nmodule_files; ++i)
+        watch_dir_of(wt, app->module_files[i]);
+}
+
+/* Validates the routes file, creates its topics and switches every worker to it. Main thread. */
+static void reload(sy_host_t *host, watcher_t *wt, const char *why)
+{
+    char errbuf[1024];
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    sy_app_t *app = sy_app_create(host->opts.routes_path, host->opts.scripts_dir, NULL, errbuf, sizeof(errbuf));
+    if (app == NULL) {
+        sy_error("reload", "%s: %s does not load, the previous routes stay active: %s", why, host->opts.routes_path,
+                 errbuf);
+        return;
+    }
+    for (size_t i = 0; i < app->ntopics; ++i)
+        if (sy_kafka_cluster_ensure_topic(host->cluster, app->topics[i].name, app->topics[i].partitions) != 0)
+            sy_warn("reload", "cannot create topic %s", app->topics[i].name);
+    watch_app(wt, host->opts.routes_path, app);
+    sy_app_release(app);
+    int rc = sy_host_reload(host, 30000);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
+    if (rc == 0)
+        sy_info("reload", "%s: %s reloaded on %zu worker(s) in %.1f ms", why, host->opts.routes_path, host->nworkers, ms);
+    else
+        sy_error("reload", "%s: not every worker could load %s; the previous routes stay active", why,
+                 host->opts.routes_path);
+}
+
+static int is_lua_file(const char *name)
+{
+    size_t n = strlen(name);
+    return n > 4 && strcmp(name + n - 4, ".lua") == 0;
+}
+
+/* The main thread's loop: signals, file changes (debounced) and the store's periodic sync. */
+static void serve(sy_host_t *host, sigset_t *sigs)
+{
+    watcher_t wt = {.fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC)};
+    int sfd = signalfd(-1, sigs, SFD_NONBLOCK | SFD_CLOEXEC);
+    uint64_t pending_since = 0; /* a change was seen: reload once the files have been quiet for DEBOUNCE_MS */
+    const uint64_t DEBOUNCE_MS = 150;
+    uint64_t last_sync = 0;
+    struct timespec ts;
+
+    if (wt.fd < 0)
+        sy_warn("reload", "inotify unavailable (%s): reload on SIGHUP only", strerror(errno));
+    else {
+        char errbuf[256];
+        sy_app_t *app = sy_app_create(host->opts.routes_path, host->opts.scripts_dir, NULL, errbuf, sizeof(errbuf));
+        watch_app(&wt, host->opts.routes_path, app);
+        if (app != NULL)
+            sy_app_release(app);
+    }
+    for (;;) {
+        struct pollfd fds[2] = {{.fd = sfd, .events = POLLIN}, {.fd = wt.fd, .events = POLLIN}};
+        int timeout = 1000;
+        if (pending_since != 0)
+            timeout = (int)DEBOUNCE_MS;
+        int n = poll(fds, wt.fd >= 0 ? 2 : 1, timeout);
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+        if (n > 0 && (fds[0].revents & POLLIN)) {
+            struct signalfd_siginfo si;
+            if (read(sfd, &si, sizeof(si)) == sizeof(si)) {
+                if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+                    sy_info("main", "%s: shutting down (in-flight work has %.1f s)",
+                            si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT", host->opts.shutdown_timeout_ms / 1000.0);
+                    break;
+                }
+                if (si.ssi_signo == SIGHUP) {
+                    reload(host, &wt, "SIGHUP");
+                    pending_since = 0;
+                }
+            }
+        }
+        if (n > 0 && wt.fd >= 0 && (fds[1].revents & POLLIN)) {
+            char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
+            ssize_t len;
+            while ((len = read(wt.fd, buf, sizeof(buf))) > 0) {
+                for (char *p = buf; p < buf + len;) {
+                    struct inotify_event *ev = (struct inotify_event *)p;
+                    if (ev->len > 0 && is_lua_file(ev->name))
+                        pending_since = now;
+                    p += sizeof(*ev) + ev->len;
+                }
+            }
+        }
+        if (pending_since != 0 && now - pending_since >= DEBOUNCE_MS) {
+            pending_since = 0;
+            reload(host, &wt, "file change");
+        }
+        if (now - last_sync >= 1000) {
+            sy_store_sync(host->store);
+            last_sync = now;
+        }
+    }
+    if (wt.fd >= 0)
+        close(wt.fd);
+    free(wt.wds);
+    close(sfd);
 }
 
 static void *second_signal_watch(void *arg)
@@ -296,18 +439,7 @@ int main(int argc, char **argv)
     sy_info("main", "switchyard %s serving %s on %s with %zu worker(s)", SY_VERSION, o->routes_path, o->listen,
             host.nworkers);
 
-    for (;;) {
-        struct timespec one_second = {1, 0};
-        int sig = sigtimedwait(&sigs, NULL, &one_second);
-        sy_store_sync(host.store);
-        if (sig == SIGTERM || sig == SIGINT) {
-            sy_info("main", "%s: shutting down (in-flight work has %.1f s)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
-                    o->shutdown_timeout_ms / 1000.0);
-            break;
-        }
-        if (sig == SIGHUP)
-            sy_info("main", "SIGHUP: reload is not implemented yet; ignored");
-    }
+    serve(&host, &sigs);
     pthread_t watcher;
     pthread_create(&watcher, NULL, second_signal_watch, &sigs);
     pthread_detach(watcher);

@@ -249,6 +249,16 @@ sy_app_t *sy_app_create(const char *routes_path, const char *scripts_dir, struct
         goto Error;
     read_declarations(app);
 
+    lua_getfield(L, -1, "module_files"); /* runtime app files */
+    app->nmodule_files = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
+    app->module_files = sy_calloc(app->nmodule_files + 1, sizeof(char *));
+    for (size_t i = 0; i < app->nmodule_files; ++i) {
+        lua_rawgeti(L, -1, (int)i + 1);
+        app->module_files[i] = sy_strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "");
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+
     lua_getfield(L, -1, "describe"); /* runtime app describe */
     lua_pushvalue(L, -2);
     if (protected_call(L, 1, 1, errbuf, errbuf_size) != 0)
@@ -303,6 +313,9 @@ void sy_app_release(sy_app_t *app)
     }
     free(app->topics);
     free(app->summary);
+    for (size_t i = 0; i < app->nmodule_files; ++i)
+        free(app->module_files[i]);
+    free(app->module_files);
     free(app);
 }
 

@@ -216,6 +216,9 @@ static void on_message(sy_kafka_consumer_t *c, rd_kafka_message_t *msg, void *co
     sy_co_resume(co, 3);
 }
 
+static sy_worker_consumer_t *consumer_start(sy_worker_t *w, const sy_app_group_t *g, char *errbuf,
+                                            size_t errbuf_size);
+
 int sy_lua_kafka_worker_start(sy_worker_t *w, char *errbuf, size_t errbuf_size)
 {
     sy_app_t *app = w->app;
@@ -234,23 +237,92 @@ int sy_lua_kafka_worker_start(sy_worker_t *w, char *errbuf, size_t errbuf_size)
         goto Exit;
     w->consumers = sy_calloc(app->ngroups + 1, sizeof(*w->consumers));
     for (size_t i = 0; i < app->ngroups; ++i) {
-        sy_worker_consumer_t *wc = sy_calloc(1, sizeof(*wc));
-        wc->worker = w;
-        wc->group = sy_strdup(app->groups[i].group);
-        sy_kafka_consumer_config_t ccfg = {0};
-        wc->consumer = sy_kafka_consumer_create(cluster, w->loop, wc->group, (const char *const *)app->groups[i].topics,
-                                                app->groups[i].ntopics, &ccfg, on_message, wc, errbuf, errbuf_size);
-        if (wc->consumer == NULL) {
-            free(wc->group);
-            free(wc);
+        sy_worker_consumer_t *wc = consumer_start(w, &app->groups[i], errbuf, errbuf_size);
+        if (wc == NULL)
             goto Exit;
-        }
         w->consumers[w->nconsumers++] = wc;
     }
     ret = 0;
 Exit:
     free(topics);
     return ret;
+}
+
+static const sy_app_group_t *find_group(const sy_app_t *app, const char *group)
+{
+    for (size_t i = 0; i < app->ngroups; ++i)
+        if (strcmp(app->groups[i].group, group) == 0)
+            return &app->groups[i];
+    return NULL;
+}
+
+static int same_topics(const sy_app_group_t *a, const sy_app_group_t *b)
+{
+    if (a->ntopics != b->ntopics)
+        return 0;
+    for (size_t i = 0; i < a->ntopics; ++i) {
+        size_t j = 0;
+        while (j < b->ntopics && strcmp(a->topics[i], b->topics[j]) != 0)
+            ++j;
+        if (j == b->ntopics)
+            return 0;
+    }
+    return 1;
+}
+
+static sy_worker_consumer_t *consumer_start(sy_worker_t *w, const sy_app_group_t *g, char *errbuf, size_t errbuf_size)
+{
+    sy_worker_consumer_t *wc = sy_calloc(1, sizeof(*wc));
+    wc->worker = w;
+    wc->group = sy_strdup(g->group);
+    sy_kafka_consumer_config_t ccfg = {0};
+    wc->consumer = sy_kafka_consumer_create(w->host->cluster, w->loop, wc->group, (const char *const *)g->topics,
+                                            g->ntopics, &ccfg, on_message, wc, errbuf, errbuf_size);
+    if (wc->consumer == NULL) {
+        free(wc->group);
+        free(wc);
+        return NULL;
+    }
+    return wc;
+}
+
+void sy_lua_kafka_worker_update(sy_worker_t *w, const sy_app_t *old_app, const sy_app_t *new_app)
+{
+    char errbuf[512];
+    size_t kept = 0;
+    /* groups that went away or changed topics stop (committing what was handled); handlers still running for
+     * them finish on the old app and are not committed (the group redelivers) */
+    for (size_t i = 0; i < w->nconsumers; ++i) {
+        sy_worker_consumer_t *wc = w->consumers[i];
+        const sy_app_group_t *ng = find_group(new_app, wc->group), *og = find_group(old_app, wc->group);
+        if (ng != NULL && og != NULL && same_topics(ng, og)) {
+            w->consumers[kept++] = wc;
+            continue;
+        }
+        sy_info("kafka", "worker %zu: consumer group %s %s", w->id, wc->group,
+                ng == NULL ? "removed by the reload" : "changed topics; rejoining");
+        wc->paused = 1;
+        sy_kafka_consumer_destroy(wc->consumer);
+        wc->consumer = NULL;
+        w->retired = sy_realloc(w->retired, (w->nretired + 1) * sizeof(*w->retired));
+        w->retired[w->nretired++] = wc;
+    }
+    w->nconsumers = kept;
+    w->consumers = sy_realloc(w->consumers, (w->nconsumers + new_app->ngroups + 1) * sizeof(*w->consumers));
+    for (size_t i = 0; i < new_app->ngroups; ++i) {
+        const sy_app_group_t *g = &new_app->groups[i];
+        size_t j = 0;
+        while (j < w->nconsumers && strcmp(w->consumers[j]->group, g->group) != 0)
+            ++j;
+        if (j < w->nconsumers)
+            continue;
+        sy_worker_consumer_t *wc = consumer_start(w, g, errbuf, sizeof(errbuf));
+        if (wc == NULL) {
+            sy_error("kafka", "worker %zu: cannot start consumer group %s: %s", w->id, g->group, errbuf);
+            continue;
+        }
+        w->consumers[w->nconsumers++] = wc;
+    }
 }
 
 void sy_lua_kafka_worker_pause(sy_worker_t *w)
@@ -286,4 +358,11 @@ void sy_lua_kafka_worker_dispose(sy_worker_t *w)
     free(w->consumers);
     w->consumers = NULL;
     w->nconsumers = 0;
+    for (size_t i = 0; i < w->nretired; ++i) {
+        free(w->retired[i]->group);
+        free(w->retired[i]);
+    }
+    free(w->retired);
+    w->retired = NULL;
+    w->nretired = 0;
 }

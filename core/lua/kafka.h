@@ -12,6 +12,11 @@ struct st_sy_worker_t;
 
 /* Creates the worker's producer, request-reply and consumers from its app's declarations. Loop thread. */
 int sy_lua_kafka_worker_start(struct st_sy_worker_t *w, char *errbuf, size_t errbuf_size);
+/* After a reload switched the worker from old_app to new_app: consumer groups follow the new declarations (removed
+ * or changed groups stop with their offsets committed, new ones join). Loop thread; may block while a group is left. */
+struct st_sy_app_t;
+void sy_lua_kafka_worker_update(struct st_sy_worker_t *w, const struct st_sy_app_t *old_app,
+                                const struct st_sy_app_t *new_app);
 /* Shutdown, first step: consumed messages are no longer handed to handlers (they stay uncommitted). */
 void sy_lua_kafka_worker_pause(struct st_sy_worker_t *w);
 /* Shutdown: destroys consumers (committing what was handled), request-reply, then the producer (flushed; every

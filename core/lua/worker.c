@@ -93,6 +93,53 @@ static void worker_teardown(sy_worker_t *w)
     w->loop = NULL;
 }
 
+/* Called on every loop turn: takes part in a reload that main started. */
+static void worker_poll_reload(sy_worker_t *w)
+{
+    sy_host_t *host = w->host;
+    unsigned seq = atomic_load(&host->reload_seq);
+    if (seq != w->reload_seen) {
+        char errbuf[512];
+        w->reload_seen = seq;
+        if (w->next_app != NULL)
+            sy_app_release(w->next_app);
+        w->next_app = sy_app_create(host->opts.routes_path, host->opts.scripts_dir, w, errbuf, sizeof(errbuf));
+        if (w->next_app == NULL) {
+            sy_error("worker", "worker %zu cannot reload %s: %s", w->id, host->opts.routes_path, errbuf);
+            atomic_fetch_add(&host->reload_failed, 1);
+        } else {
+            atomic_fetch_add(&host->reload_prepared, 1);
+        }
+    }
+    if (w->next_app != NULL && atomic_load(&host->reload_decided) == w->reload_seen) {
+        sy_app_t *next = w->next_app;
+        w->next_app = NULL;
+        if (atomic_load(&host->reload_commit)) {
+            sy_app_t *old = w->app;
+            w->app = next;
+            sy_lua_kafka_worker_update(w, old, next);
+            sy_app_release(old); /* closed when its last coroutine ends */
+        } else {
+            sy_app_release(next);
+        }
+    }
+}
+
+int sy_host_reload(sy_host_t *host, uint64_t timeout_ms)
+{
+    atomic_store(&host->reload_prepared, 0);
+    atomic_store(&host->reload_failed, 0);
+    unsigned seq = atomic_fetch_add(&host->reload_seq, 1) + 1;
+    uint64_t deadline = now_ms() + timeout_ms;
+    while (atomic_load(&host->reload_prepared) + atomic_load(&host->reload_failed) < (int)host->nworkers &&
+           now_ms() < deadline)
+        usleep(2000);
+    int commit = atomic_load(&host->reload_prepared) == (int)host->nworkers;
+    atomic_store(&host->reload_commit, commit);
+    atomic_store(&host->reload_decided, seq);
+    return commit ? 0 : -1;
+}
+
 static void *worker_main(void *arg)
 {
     sy_worker_t *w = arg;
@@ -107,8 +154,14 @@ static void *worker_main(void *arg)
     sy_debug("worker", "worker %zu serving", w->id);
 
     /* h2o_evloop_run returns -1 on EINTR: loop on our own flag instead (platform-notes section 1) */
-    while (!atomic_load(&host->stopping))
-        h2o_evloop_run(w->loop, 100);
+    while (!atomic_load(&host->stopping)) {
+        h2o_evloop_run(w->loop, 50);
+        worker_poll_reload(w);
+    }
+    if (w->next_app != NULL) {
+        sy_app_release(w->next_app);
+        w->next_app = NULL;
+    }
 
     /* graceful drain: no new connections; in-flight handlers run to completion up to the deadline */
     sy_http_worker_stop_accepting(&w->http);

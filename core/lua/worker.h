@@ -41,6 +41,14 @@ typedef struct st_sy_host_t {
     atomic_int stopping;       /* 1: graceful shutdown requested */
     atomic_int workers_failed; /* a worker could not start */
     atomic_int workers_ready;
+    /* reload, two phases: main bumps reload_seq; every worker loads the new routes aside and counts itself in
+     * reload_prepared or reload_failed; main then sets reload_commit and reload_decided = reload_seq, and every
+     * worker switches (or drops what it loaded) */
+    atomic_uint reload_seq;
+    atomic_uint reload_decided;
+    atomic_int reload_commit;
+    atomic_int reload_prepared;
+    atomic_int reload_failed;
 } sy_host_t;
 
 typedef struct {
@@ -61,6 +69,10 @@ struct st_sy_worker_t {
     struct st_sy_kafka_rpc_t *rpc;
     sy_worker_consumer_t **consumers;
     size_t nconsumers;
+    sy_worker_consumer_t **retired; /* consumers of groups a reload removed; freed at shutdown */
+    size_t nretired;
+    unsigned reload_seen;
+    sy_app_t *next_app; /* loaded by a reload, waiting for the decision */
     sy_worker_timeout_t **timeouts; /* h2o 2.2.5 keeps one list per duration */
     size_t ntimeouts;
     size_t inflight; /* live coroutines of this worker (all app versions) */
@@ -72,6 +84,10 @@ int sy_host_start(sy_host_t *host);
 /* Asks every worker to stop (graceful: stop accepting, finish in-flight work up to the shutdown timeout) and joins
  * them. Main thread. */
 void sy_host_stop(sy_host_t *host);
+
+/* Runs a two-phase reload of the routes file on every worker (main thread, blocks up to `timeout_ms`). The file
+ * must already have been validated by the caller. Returns 0 when every worker switched, -1 when none did. */
+int sy_host_reload(sy_host_t *host, uint64_t timeout_ms);
 
 /* Links `entry` to fire after `ms` milliseconds on the worker's loop. Loop thread only. */
 void sy_worker_timer_link(sy_worker_t *w, uint64_t ms, h2o_timeout_entry_t *entry);

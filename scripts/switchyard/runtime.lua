@@ -174,8 +174,19 @@ function M.load(core, path, options)
   local chunk, err = loadfile(path)
   if not chunk then error(err, 0) end
   setfenv(chunk, app.env)
+  local before = {}
+  for name in pairs(package.loaded) do before[name] = true end
   chunk()
   app:finalize()
+  -- the Lua modules the routes file required: a change to one of them reloads the routes too
+  app.module_files = {}
+  for name in pairs(package.loaded) do
+    if not before[name] and type(name) == "string" then
+      local file = package.searchpath and package.searchpath(name, package.path)
+      if file then app.module_files[#app.module_files + 1] = file end
+    end
+  end
+  table.sort(app.module_files)
   return app
 end
 
@@ -475,7 +486,7 @@ end
 
 local function validate_part(schema, value, coerce)
   local v, errs = schema:validate(value, coerce and { coerce = true } or nil)
-  if v == nil then error(bad_request(errs), 0) end
+  if errs ~= nil then error(bad_request(errs), 0) end
   return v
 end
 
@@ -588,7 +599,7 @@ function App:handle_message(group, msg)
   local value = deserialize(msg.value)
   if h.body then
     local v, errs = h.body:validate(value)
-    if v == nil then
+    if errs ~= nil then
       local reason = "validation failed: " .. table.concat(errs, "; ")
       if is_request then return self:reply(msg, nil, reason) end
       return self:send_to_dlq(msg, reason)
