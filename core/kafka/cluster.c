@@ -50,6 +50,10 @@ void sy_kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const cha
         sylevel = SY_LOG_INFO;
     else
         sylevel = SY_LOG_DEBUG;
+    /* a broker connection failing is logged here on every retry and reported once more to the error callback,
+     * which logs it without repeating itself: keep only the latter */
+    if (strcmp(fac, "FAIL") == 0 && sylevel > SY_LOG_DEBUG) sylevel = SY_LOG_DEBUG;
+    if (sylevel < sy_log_min_level) return;
     sy_log(sylevel, "kafka", "%s [%s] %s", rk != NULL ? rd_kafka_name(rk) : "-", fac, buf);
 }
 
@@ -63,13 +67,25 @@ static void mock_log_cb(const rd_kafka_t *rk, int level, const char *fac, const 
 void sy_kafka_errlog(sy_kafka_errlog_t *errlog, int level, const char *who, rd_kafka_resp_err_t err, const char *reason)
 {
     uint64_t now = sy_kafka_now_ms();
-    if (err != errlog->last || now - errlog->last_at_ms >= 60000) {
-        errlog->last = err;
-        errlog->last_at_ms = now;
-        sy_log((sy_log_level_t)level, "kafka", "%s: %s (%s)", who, reason, rd_kafka_err2name(err));
-    } else {
-        sy_debug("kafka", "%s: %s (%s)", who, reason, rd_kafka_err2name(err));
+    size_t i, oldest = 0;
+
+    for (i = 0; i != errlog->n; ++i) {
+        if (errlog->recent[i].err == err) break;
+        if (errlog->recent[i].at_ms < errlog->recent[oldest].at_ms) oldest = i;
     }
+    if (i != errlog->n && now - errlog->recent[i].at_ms < 60000) {
+        sy_debug("kafka", "%s: %s (%s)", who, reason, rd_kafka_err2name(err));
+        return;
+    }
+    if (i == errlog->n) {
+        if (errlog->n < SY_KAFKA_ERRLOG_SLOTS)
+            ++errlog->n;
+        else
+            i = oldest;
+    }
+    errlog->recent[i].err = err;
+    errlog->recent[i].at_ms = now;
+    sy_log((sy_log_level_t)level, "kafka", "%s: %s (%s)", who, reason, rd_kafka_err2name(err));
 }
 
 int sy_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, char *errbuf, size_t errbuf_size)

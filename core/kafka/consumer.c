@@ -218,7 +218,7 @@ static void serve(sy_kafka_consumer_t *c)
             rd_kafka_message_destroy(msg);
             continue;
         }
-        c->errlog.last = RD_KAFKA_RESP_ERR_NO_ERROR;
+        sy_kafka_errlog_reset(&c->errlog);
         enqueue(c, msg);
     }
     /* the queue may still hold messages, and librdkafka writes to the eventfd only when it goes from empty to not

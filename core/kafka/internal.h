@@ -25,15 +25,24 @@ int sy_kafka_watch_init(sy_kafka_watch_t *watch, h2o_loop_t *loop, rd_kafka_queu
 /* Disables the io event, closes the eventfd and releases the queue. Safe on a zeroed watch. */
 void sy_kafka_watch_dispose(sy_kafka_watch_t *watch);
 
-/* Logs repeated errors once: an error is printed at `level` when it differs from the previous one or a minute has
- * passed, otherwise at debug. Used on one thread per instance. */
+/* Logs repeated errors once: an error code is printed at `level` the first time and then at most once a minute,
+ * otherwise at debug, until sy_kafka_errlog_reset (called when things work again, so that the next outage is seen).
+ * Used on one thread per instance. */
+#define SY_KAFKA_ERRLOG_SLOTS 8
 typedef struct st_sy_kafka_errlog_t {
-    rd_kafka_resp_err_t last;
-    uint64_t last_at_ms;
+    struct {
+        rd_kafka_resp_err_t err;
+        uint64_t at_ms;
+    } recent[SY_KAFKA_ERRLOG_SLOTS];
+    size_t n;
 } sy_kafka_errlog_t;
 
 void sy_kafka_errlog(sy_kafka_errlog_t *errlog, int level, const char *who, rd_kafka_resp_err_t err,
                      const char *reason);
+static inline void sy_kafka_errlog_reset(sy_kafka_errlog_t *errlog)
+{
+    errlog->n = 0;
+}
 
 /* The log callback installed on every handle of the module: librdkafka's syslog levels mapped onto sy_log. */
 void sy_kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf);

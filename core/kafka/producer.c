@@ -35,6 +35,8 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
 {
     sy_kafka_producer_t *p = opaque;
     delivery_t *d = msg->_private;
+    if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR)
+        sy_kafka_errlog_reset(&p->errlog); /* working again: the next outage is news */
     if (d == NULL) return;
     --p->outstanding;
     sy_kafka_delivery_cb cb = d->cb;
@@ -56,7 +58,7 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
                  fatal, rd_kafka_err2name(orig));
         return;
     }
-    sy_kafka_errlog(&p->errlog, SY_LOG_WARN, "producer", (rd_kafka_resp_err_t)err, reason);
+    sy_kafka_errlog(&p->errlog, SY_LOG_WARN, rd_kafka_name(rk), (rd_kafka_resp_err_t)err, reason);
 }
 
 static void on_ready(sy_kafka_watch_t *watch)

@@ -198,6 +198,28 @@ static void read_declarations(sy_app_t *app)
     lua_pop(L, 2);
 }
 
+/* app[name] as a NULL-terminated array of copies; stack: app at the top. */
+static char **read_string_list(lua_State *L, const char *name, size_t *n)
+{
+    lua_getfield(L, -1, name);
+    *n = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
+    char **list = sy_calloc(*n + 1, sizeof(char *));
+    for (size_t i = 0; i < *n; ++i) {
+        lua_rawgeti(L, -1, (int)i + 1);
+        list[i] = sy_strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "");
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return list;
+}
+
+static void free_string_list(char **list, size_t n)
+{
+    for (size_t i = 0; i < n; ++i)
+        free(list[i]);
+    free(list);
+}
+
 static void seed_random(lua_State *L)
 {
     uint32_t seed;
@@ -249,15 +271,8 @@ sy_app_t *sy_app_create(const char *routes_path, const char *scripts_dir, struct
         goto Error;
     read_declarations(app);
 
-    lua_getfield(L, -1, "module_files"); /* runtime app files */
-    app->nmodule_files = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
-    app->module_files = sy_calloc(app->nmodule_files + 1, sizeof(char *));
-    for (size_t i = 0; i < app->nmodule_files; ++i) {
-        lua_rawgeti(L, -1, (int)i + 1);
-        app->module_files[i] = sy_strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "");
-        lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
+    app->module_files = read_string_list(L, "module_files", &app->nmodule_files);
+    app->reply_topics = read_string_list(L, "reply_topics", &app->nreply_topics);
 
     lua_getfield(L, -1, "describe"); /* runtime app describe */
     lua_pushvalue(L, -2);
@@ -313,9 +328,8 @@ void sy_app_release(sy_app_t *app)
     }
     free(app->topics);
     free(app->summary);
-    for (size_t i = 0; i < app->nmodule_files; ++i)
-        free(app->module_files[i]);
-    free(app->module_files);
+    free_string_list(app->module_files, app->nmodule_files);
+    free_string_list(app->reply_topics, app->nreply_topics);
     free(app);
 }
 

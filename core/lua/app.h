@@ -54,6 +54,8 @@ typedef struct st_sy_app_t {
     h2o_linklist_t coroutines; /* every live coroutine (sy_co_t.link) */
     double loaded_at;       /* unix time */
     char *summary;          /* App:describe(), for --check and /status */
+    char **reply_topics;    /* "<topic>.reply" topics kafka.request reads from */
+    size_t nreply_topics;
     char **module_files;    /* Lua modules the routes file required (watched for reload) */
     size_t nmodule_files;
 } sy_app_t;

@@ -290,6 +290,7 @@ void sy_lua_kafka_worker_update(sy_worker_t *w, const sy_app_t *old_app, const s
 {
     char errbuf[512];
     size_t kept = 0;
+    sy_lua_rpc_worker_update(w, old_app, (sy_app_t *)new_app);
     /* groups that went away or changed topics stop (committing what was handled); handlers still running for
      * them finish on the old app and are not committed (the group redelivers) */
     for (size_t i = 0; i < w->nconsumers; ++i) {

@@ -67,6 +67,8 @@ struct st_sy_worker_t {
     sy_app_t *app;
     sy_kafka_producer_t *producer;
     struct st_sy_kafka_rpc_t *rpc;
+    struct st_sy_kafka_rpc_t **retired_rpcs; /* replaced by a reload; kept for their waiting requests */
+    size_t nretired_rpcs;
     sy_worker_consumer_t **consumers;
     size_t nconsumers;
     sy_worker_consumer_t **retired; /* consumers of groups a reload removed; freed at shutdown */

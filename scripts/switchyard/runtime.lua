@@ -147,6 +147,7 @@ function M.new(core, options)
     topics = {},          -- topics[name] = { partitions=, compression= } (declared and implied)
     topic_order = {},
     stores = {},
+    reply_topics = {},    -- the "<topic>.reply" topics this app's kafka.request calls read from
     config = { request_timeout_ms = 5000, retries = 3, backoff_ms = 100, default_partitions = 4,
                reply_partitions = 16 },
   }, App)
@@ -164,8 +165,19 @@ function App:declare_topic(name, opts)
   if opts then
     if opts.partitions ~= nil then t.partitions = opts.partitions end
     if opts.compression ~= nil then t.compression = opts.compression end
+    if opts.replies then self:declare_requests(name) end
   end
   return t
+end
+
+-- This app sends requests on `topic` and reads their replies from `topic`.reply.
+function App:declare_requests(topic)
+  local reply = topic .. ".reply"
+  for _, t in ipairs(self.reply_topics) do
+    if t == reply then return end
+  end
+  self.reply_topics[#self.reply_topics + 1] = reply
+  self:declare_topic(reply, { partitions = self.config.reply_partitions })
 end
 
 -- Loads a routes file; raises with "file:line: message" when it is broken. Returns the app.
@@ -220,7 +232,7 @@ local ROUTE_OPTS = { body = true, params = true, query = true, max_body = true }
 local CONSUMER_OPTS = { group = true, body = true, retries = true, backoff_ms = true }
 local EMIT_OPTS = { key = true, headers = true, partition = true, wait = true }
 local REQUEST_OPTS = { key = true, headers = true, timeout = true }
-local TOPIC_OPTS = { partitions = true, compression = true }
+local TOPIC_OPTS = { partitions = true, compression = true, replies = true }
 local COMPRESSIONS = { gzip = true, lz4 = true, zstd = true, snappy = true, none = true }
 
 function App:make_env()
@@ -305,7 +317,8 @@ function App:make_env()
     end
     app:declare_topic(topic)
     app:declare_topic(topic .. ".dlq")
-    if kind == "reply" then app:declare_topic(topic .. ".reply", { partitions = app.config.reply_partitions }) end
+    -- an app that answers a topic may also ask it (a gateway and a service in one file)
+    if kind == "reply" then app:declare_requests(topic) end
   end
   function kafka.on(topic, opts, fn) add_consumer("event", topic, opts, fn) end
   function kafka.reply(topic, opts, fn) add_consumer("reply", topic, opts, fn) end
