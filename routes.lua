@@ -33,6 +33,9 @@ local payments = store.open("payments") -- id -> { id, userId, amount, status, r
 
 -- HTTP endpoints (the API gateway) ------------------------------------------------------------------------------
 
+-- one record per request (route, method, status, body length, response time), 10 per gzip batch
+http.telemetry { topic = "http_telemetry", batch = 10, flush_ms = 1000 }
+
 http.static("GET", "/healthz", 200, { status = "ok" })
 
 http.post("/auth/sign-up", { body = CreateUserDto }, function(req)

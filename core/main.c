@@ -18,12 +18,14 @@
 #include <sys/inotify.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 #include "common/log.h"
 #include "common/mem.h"
 #include "kafka/kafka.h"
 #include "lua/app.h"
+#include "lua/admin.h"
 #include "lua/http.h"
 #include "lua/worker.h"
 #include "store/store.h"
@@ -37,6 +39,7 @@ static void usage(FILE *out)
             "\n"
             "options:\n"
             "  --listen ADDR:PORT      public HTTP address (default 0.0.0.0:8080)\n"
+            "  --admin ADDR:PORT|off   admin listener: /healthz /readyz /metrics /status (default 127.0.0.1:9090)\n"
             "  --workers N             event-loop threads (default: number of CPUs)\n"
             "  --data-dir DIR          store and kafka.bootstrap location (default .switchyard)\n"
             "  --brokers LIST          use this Kafka cluster (host:port,...) instead of the embedded broker\n"
@@ -54,14 +57,12 @@ static int parse_size(const char *s, size_t *out)
     char *end;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || end == s)
-        return -1;
+    if (errno != 0 || end == s) return -1;
     if (*end == 'k' || *end == 'K')
         v <<= 10, ++end;
     else if (*end == 'm' || *end == 'M')
         v <<= 20, ++end;
-    if (*end != '\0' || v == 0)
-        return -1;
+    if (*end != '\0' || v == 0) return -1;
     *out = (size_t)v;
     return 0;
 }
@@ -78,8 +79,7 @@ static char *find_scripts_dir(void)
 {
     char buf[PATH_MAX + 64], probe[PATH_MAX + 128];
     const char *env = getenv("SWITCHYARD_SCRIPTS");
-    if (env != NULL && *env != '\0')
-        return sy_strdup(env);
+    if (env != NULL && *env != '\0') return sy_strdup(env);
     ssize_t n = readlink("/proc/self/exe", buf, PATH_MAX);
     if (n > 0) {
         buf[n] = '\0';
@@ -89,13 +89,11 @@ static char *find_scripts_dir(void)
             snprintf(probe, sizeof(probe), "%s/../share/switchyard/scripts", buf);
             if (dir_exists(probe)) {
                 char *real = realpath(probe, NULL);
-                if (real != NULL)
-                    return real;
+                if (real != NULL) return real;
             }
         }
     }
-    if (dir_exists(SY_SCRIPTS_BUILD_DIR "/switchyard"))
-        return sy_strdup(SY_SCRIPTS_BUILD_DIR);
+    if (dir_exists(SY_SCRIPTS_BUILD_DIR "/switchyard")) return sy_strdup(SY_SCRIPTS_BUILD_DIR);
     return sy_strdup(SY_SCRIPTS_INSTALL_DIR);
 }
 
@@ -105,11 +103,9 @@ static int write_bootstrap_file(const char *data_dir, const char *bootstrap)
     snprintf(path, sizeof(path), "%s/kafka.bootstrap", data_dir);
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
-    if (f == NULL)
-        return -1;
+    if (f == NULL) return -1;
     fprintf(f, "%s\n", bootstrap);
-    if (fclose(f) != 0)
-        return -1;
+    if (fclose(f) != 0) return -1;
     return rename(tmp, path);
 }
 
@@ -138,8 +134,7 @@ static void watch_dir_of(watcher_t *wt, const char *file)
         return;
     }
     for (size_t i = 0; i < wt->nwds; ++i)
-        if (wt->wds[i] == wd)
-            return;
+        if (wt->wds[i] == wd) return;
     wt->wds = sy_realloc(wt->wds, (wt->nwds + 1) * sizeof(int));
     wt->wds[wt->nwds++] = wd;
 }
@@ -161,6 +156,10 @@ static void reload(sy_host_t *host, watcher_t *wt, const char *why)
     if (app == NULL) {
         sy_error("reload", "%s: %s does not load, the previous routes stay active: %s", why, host->opts.routes_path,
                  errbuf);
+        pthread_mutex_lock(&host->status_mutex);
+        snprintf(host->last_reload_error, sizeof(host->last_reload_error), "%s", errbuf);
+        pthread_mutex_unlock(&host->status_mutex);
+        sy_metrics_add(host->metrics, "switchyard_reloads_total", "result=\"failed\"", 1);
         return;
     }
     for (size_t i = 0; i < app->ntopics; ++i)
@@ -171,11 +170,21 @@ static void reload(sy_host_t *host, watcher_t *wt, const char *why)
     int rc = sy_host_reload(host, 30000);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
-    if (rc == 0)
-        sy_info("reload", "%s: %s reloaded on %zu worker(s) in %.1f ms", why, host->opts.routes_path, host->nworkers, ms);
-    else
+    pthread_mutex_lock(&host->status_mutex);
+    if (rc == 0) {
+        sy_info("reload", "%s: %s reloaded on %zu worker(s) in %.1f ms", why, host->opts.routes_path, host->nworkers,
+                ms);
+        host->last_reload_error[0] = '\0';
+        struct timeval tv;
+        gettimeofday(&tv, NULL);
+        host->routes_loaded_at = tv.tv_sec + tv.tv_usec / 1e6;
+    } else {
         sy_error("reload", "%s: not every worker could load %s; the previous routes stay active", why,
                  host->opts.routes_path);
+        snprintf(host->last_reload_error, sizeof(host->last_reload_error), "not every worker could load the file");
+    }
+    pthread_mutex_unlock(&host->status_mutex);
+    sy_metrics_add(host->metrics, "switchyard_reloads_total", rc == 0 ? "result=\"ok\"" : "result=\"failed\"", 1);
 }
 
 static int is_lua_file(const char *name)
@@ -200,14 +209,12 @@ static void serve(sy_host_t *host, sigset_t *sigs)
         char errbuf[256];
         sy_app_t *app = sy_app_create(host->opts.routes_path, host->opts.scripts_dir, NULL, errbuf, sizeof(errbuf));
         watch_app(&wt, host->opts.routes_path, app);
-        if (app != NULL)
-            sy_app_release(app);
+        if (app != NULL) sy_app_release(app);
     }
     for (;;) {
         struct pollfd fds[2] = {{.fd = sfd, .events = POLLIN}, {.fd = wt.fd, .events = POLLIN}};
         int timeout = 1000;
-        if (pending_since != 0)
-            timeout = (int)DEBOUNCE_MS;
+        if (pending_since != 0) timeout = (int)DEBOUNCE_MS;
         int n = poll(fds, wt.fd >= 0 ? 2 : 1, timeout);
         clock_gettime(CLOCK_MONOTONIC, &ts);
         uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
@@ -231,8 +238,7 @@ static void serve(sy_host_t *host, sigset_t *sigs)
             while ((len = read(wt.fd, buf, sizeof(buf))) > 0) {
                 for (char *p = buf; p < buf + len;) {
                     struct inotify_event *ev = (struct inotify_event *)p;
-                    if (ev->len > 0 && is_lua_file(ev->name))
-                        pending_since = now;
+                    if (ev->len > 0 && is_lua_file(ev->name)) pending_since = now;
                     p += sizeof(*ev) + ev->len;
                 }
             }
@@ -246,8 +252,7 @@ static void serve(sy_host_t *host, sigset_t *sigs)
             last_sync = now;
         }
     }
-    if (wt.fd >= 0)
-        close(wt.fd);
+    if (wt.fd >= 0) close(wt.fd);
     free(wt.wds);
     close(sfd);
 }
@@ -267,8 +272,19 @@ static void *second_signal_watch(void *arg)
 
 int main(int argc, char **argv)
 {
-    enum { OPT_LISTEN = 256, OPT_WORKERS, OPT_DATA_DIR, OPT_BROKERS, OPT_KAFKA, OPT_MAX_BODY, OPT_SHUTDOWN, OPT_LOG };
+    enum {
+        OPT_ADMIN = 255,
+        OPT_LISTEN = 256,
+        OPT_WORKERS,
+        OPT_DATA_DIR,
+        OPT_BROKERS,
+        OPT_KAFKA,
+        OPT_MAX_BODY,
+        OPT_SHUTDOWN,
+        OPT_LOG
+    };
     static const struct option long_opts[] = {{"listen", required_argument, NULL, OPT_LISTEN},
+                                              {"admin", required_argument, NULL, OPT_ADMIN},
                                               {"workers", required_argument, NULL, OPT_WORKERS},
                                               {"data-dir", required_argument, NULL, OPT_DATA_DIR},
                                               {"brokers", required_argument, NULL, OPT_BROKERS},
@@ -294,12 +310,19 @@ int main(int argc, char **argv)
     o->max_body = 1 << 20;
     o->shutdown_timeout_ms = 10000;
     o->kafka_props = sy_calloc((size_t)argc + 1, sizeof(char *));
+    host.admin_listen = "127.0.0.1:9090";
+    host.metrics = sy_metrics_create();
+    pthread_mutex_init(&host.status_mutex, NULL);
+    sy_admin_t *admin = NULL;
 
     opterr = 0;
     while ((opt = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
         switch (opt) {
         case OPT_LISTEN:
             o->listen = optarg;
+            break;
+        case OPT_ADMIN:
+            host.admin_listen = strcmp(optarg, "off") == 0 ? NULL : optarg;
             break;
         case OPT_WORKERS: {
             char *end;
@@ -367,8 +390,7 @@ int main(int argc, char **argv)
             goto Exit;
         }
     }
-    if (optind < argc)
-        o->routes_path = argv[optind++];
+    if (optind < argc) o->routes_path = argv[optind++];
     if (optind < argc) {
         fprintf(stderr, "switchyard: one routes file only (got '%s' too)\n", argv[optind]);
         ret = 2;
@@ -379,8 +401,7 @@ int main(int argc, char **argv)
     /* validate the routes file before anything else starts: the same load every worker does */
     if ((app = sy_app_create(o->routes_path, o->scripts_dir, NULL, errbuf, sizeof(errbuf))) == NULL) {
         sy_error("main", "cannot load %s: %s", o->routes_path, errbuf);
-        if (check_only)
-            fprintf(stdout, "%s: FAILED\n%s\n", o->routes_path, errbuf);
+        if (check_only) fprintf(stdout, "%s: FAILED\n%s\n", o->routes_path, errbuf);
         goto Exit;
     }
     if (check_only) {
@@ -436,28 +457,37 @@ int main(int argc, char **argv)
         sy_host_stop(&host);
         goto Dispose;
     }
-    sy_info("main", "switchyard %s serving %s on %s with %zu worker(s)", SY_VERSION, o->routes_path, o->listen,
-            host.nworkers);
+    {
+        struct timeval tv;
+        gettimeofday(&tv, NULL);
+        host.routes_loaded_at = tv.tv_sec + tv.tv_usec / 1e6;
+    }
+    if (host.admin_listen != NULL && (admin = sy_admin_start(&host, errbuf, sizeof(errbuf))) == NULL) {
+        sy_error("main", "admin listener: %s", errbuf);
+        sy_host_stop(&host);
+        goto Dispose;
+    }
+    sy_info("main", "switchyard %s serving %s on %s with %zu worker(s)%s%s", SY_VERSION, o->routes_path, o->listen,
+            host.nworkers, admin != NULL ? "; admin on " : "", admin != NULL ? host.admin_listen : "");
 
     serve(&host, &sigs);
     pthread_t watcher;
     pthread_create(&watcher, NULL, second_signal_watch, &sigs);
     pthread_detach(watcher);
+    sy_admin_stop(admin);
     sy_host_stop(&host);
     ret = 0;
 
 Dispose:
     sy_http_server_dispose(&host.http);
 Exit:
-    if (app != NULL)
-        sy_app_release(app);
-    if (host.cluster != NULL)
-        sy_kafka_cluster_destroy(host.cluster);
-    if (host.store != NULL)
-        sy_store_close(host.store);
-    if (ret == 0 && !check_only && host.store != NULL)
-        sy_info("main", "stopped cleanly");
+    if (app != NULL) sy_app_release(app);
+    if (host.cluster != NULL) sy_kafka_cluster_destroy(host.cluster);
+    if (host.store != NULL) sy_store_close(host.store);
+    if (ret == 0 && !check_only && host.store != NULL) sy_info("main", "stopped cleanly");
     free((void *)o->scripts_dir);
     free(o->kafka_props);
+    sy_metrics_destroy(host.metrics);
+    pthread_mutex_destroy(&host.status_mutex);
     return ret;
 }

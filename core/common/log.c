@@ -26,8 +26,7 @@ int sy_log_parse_level(const char *name, sy_log_level_t *level)
 
 void sy_vlog(sy_log_level_t level, const char *module, const char *fmt, va_list ap)
 {
-    if (level < sy_log_min_level)
-        return;
+    if (level < sy_log_min_level) return;
 
     char line[4096], msg[3800];
     struct timeval tv;
@@ -36,8 +35,7 @@ void sy_vlog(sy_log_level_t level, const char *module, const char *fmt, va_list 
     gmtime_r(&tv.tv_sec, &tm);
 
     int n = vsnprintf(msg, sizeof(msg), fmt, ap);
-    if (n < 0)
-        return;
+    if (n < 0) return;
     /* one event per line: escape newlines that a Lua traceback or a peer's message may contain */
     size_t off = (size_t)snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %s %s: ", tm.tm_year + 1900,
                                   tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000),

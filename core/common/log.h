@@ -23,8 +23,7 @@ void sy_vlog(sy_log_level_t level, const char *module, const char *fmt, va_list 
 
 #define sy_debug(module, ...)                                                                                          \
     do {                                                                                                               \
-        if (sy_log_min_level <= SY_LOG_DEBUG)                                                                          \
-            sy_log(SY_LOG_DEBUG, module, __VA_ARGS__);                                                                 \
+        if (sy_log_min_level <= SY_LOG_DEBUG) sy_log(SY_LOG_DEBUG, module, __VA_ARGS__);                               \
     } while (0)
 #define sy_info(module, ...) sy_log(SY_LOG_INFO, module, __VA_ARGS__)
 #define sy_warn(module, ...) sy_log(SY_LOG_WARN, module, __VA_ARGS__)

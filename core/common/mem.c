@@ -13,24 +13,21 @@ static void oom(size_t size)
 void *sy_malloc(size_t size)
 {
     void *p = malloc(size == 0 ? 1 : size);
-    if (p == NULL)
-        oom(size);
+    if (p == NULL) oom(size);
     return p;
 }
 
 void *sy_calloc(size_t n, size_t size)
 {
     void *p = calloc(n == 0 ? 1 : n, size == 0 ? 1 : size);
-    if (p == NULL)
-        oom(n * size);
+    if (p == NULL) oom(n * size);
     return p;
 }
 
 void *sy_realloc(void *p, size_t size)
 {
     void *q = realloc(p, size == 0 ? 1 : size);
-    if (q == NULL)
-        oom(size);
+    if (q == NULL) oom(size);
     return q;
 }
 

@@ -34,15 +34,14 @@ struct st_sy_router_t {
 static const struct {
     const char *name;
     unsigned bit;
-} methods[] = {{"GET", SY_METHOD_GET},         {"POST", SY_METHOD_POST},     {"PUT", SY_METHOD_PUT},
-               {"PATCH", SY_METHOD_PATCH},     {"DELETE", SY_METHOD_DELETE}, {"HEAD", SY_METHOD_HEAD},
+} methods[] = {{"GET", SY_METHOD_GET},        {"POST", SY_METHOD_POST},     {"PUT", SY_METHOD_PUT},
+               {"PATCH", SY_METHOD_PATCH},    {"DELETE", SY_METHOD_DELETE}, {"HEAD", SY_METHOD_HEAD},
                {"OPTIONS", SY_METHOD_OPTIONS}};
 
 unsigned sy_method_parse(const char *name, size_t len)
 {
     for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); ++i)
-        if (strlen(methods[i].name) == len && memcmp(methods[i].name, name, len) == 0)
-            return methods[i].bit;
+        if (strlen(methods[i].name) == len && memcmp(methods[i].name, name, len) == 0) return methods[i].bit;
     return 0;
 }
 
@@ -51,11 +50,9 @@ void sy_method_format(unsigned mask, char *buf, size_t size)
     size_t off = 0;
     buf[0] = '\0';
     for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); ++i) {
-        if ((mask & methods[i].bit) == 0)
-            continue;
+        if ((mask & methods[i].bit) == 0) continue;
         int n = snprintf(buf + off, size - off, "%s%s", off == 0 ? "" : ", ", methods[i].name);
-        if (n < 0 || (size_t)n >= size - off)
-            break;
+        if (n < 0 || (size_t)n >= size - off) break;
         off += (size_t)n;
     }
 }
@@ -74,8 +71,7 @@ static void route_dispose(route_t *r)
 
 void sy_router_destroy(sy_router_t *router)
 {
-    if (router == NULL)
-        return;
+    if (router == NULL) return;
     for (size_t i = 0; i < router->nroutes; ++i)
         route_dispose(&router->routes[i]);
     free(router->routes);
@@ -86,15 +82,13 @@ void sy_router_destroy(sy_router_t *router)
  * as empty static segments so that "/a//b" does not match "/a/b". */
 static int split(const char *path, size_t len, const char **starts, size_t *lens, size_t max)
 {
-    size_t n = 0, i = 1; /* skip the leading '/' */
-    if (len > 1 && path[len - 1] == '/')
-        --len; /* a trailing slash is ignored */
+    size_t n = 0, i = 1;                        /* skip the leading '/' */
+    if (len > 1 && path[len - 1] == '/') --len; /* a trailing slash is ignored */
     while (i < len) {
         size_t j = i;
         while (j < len && path[j] != '/')
             ++j;
-        if (n == max)
-            return -1;
+        if (n == max) return -1;
         starts[n] = path + i;
         lens[n] = j - i;
         ++n;
@@ -138,14 +132,12 @@ int sy_router_add(sy_router_t *router, unsigned methods_mask, const char *patter
             snprintf(errbuf, errbuf_size, "route '%s': more than %d parameters", pattern, SY_ROUTER_MAX_PARAMS);
             return -1;
         }
-        if (!is_param && i < 32)
-            r.specificity |= 1u << (31 - i);
+        if (!is_param && i < 32) r.specificity |= 1u << (31 - i);
     }
     /* the same method on the same shape of path is ambiguous, whatever the parameter names */
     for (size_t k = 0; k < router->nroutes; ++k) {
         route_t *o = &router->routes[k];
-        if ((o->methods & methods_mask) == 0 || o->nsegments != (size_t)n)
-            continue;
+        if ((o->methods & methods_mask) == 0 || o->nsegments != (size_t)n) continue;
         int same = 1;
         for (int i = 0; i < n && same; ++i) {
             int p = lens[i] > 0 && starts[i][0] == ':';
@@ -192,18 +184,14 @@ int sy_router_match(const sy_router_t *router, unsigned method, const char *path
     m->route_id = -1;
     m->nparams = 0;
     m->allowed = 0;
-    if (path_len == 0 || path[0] != '/')
-        return SY_ROUTER_NOT_FOUND;
+    if (path_len == 0 || path[0] != '/') return SY_ROUTER_NOT_FOUND;
     int n = split(path, path_len, starts, lens, SY_ROUTER_MAX_SEGMENTS);
-    if (n < 0)
-        return SY_ROUTER_NOT_FOUND;
-    if (method == SY_METHOD_HEAD)
-        method |= SY_METHOD_GET;
+    if (n < 0) return SY_ROUTER_NOT_FOUND;
+    if (method == SY_METHOD_HEAD) method |= SY_METHOD_GET;
 
     for (size_t k = 0; k < router->nroutes; ++k) {
         const route_t *r = &router->routes[k];
-        if (r->nsegments != (size_t)n)
-            continue;
+        if (r->nsegments != (size_t)n) continue;
         size_t np = 0;
         int ok = 1;
         for (int i = 0; i < n && ok; ++i) {
@@ -221,8 +209,7 @@ int sy_router_match(const sy_router_t *router, unsigned method, const char *path
                 ok = 0;
             }
         }
-        if (!ok)
-            continue;
+        if (!ok) continue;
         if ((r->methods & method) == 0) {
             allowed |= r->methods;
             continue;

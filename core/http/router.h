@@ -25,7 +25,7 @@ typedef enum {
 typedef struct st_sy_router_t sy_router_t;
 
 typedef struct {
-    const char *name; /* borrowed from the router, valid while it lives */
+    const char *name;  /* borrowed from the router, valid while it lives */
     const char *value; /* points into the matched path (not NUL-terminated, not percent-decoded) */
     size_t value_len;
 } sy_route_param_t;

@@ -32,8 +32,7 @@ void sy_http_server_init(sy_http_server_t *server, const sy_http_config_t *cfg, 
     h2o_config_init(&server->config);
     server->fn = fn;
     server->config.max_request_entity_size = cfg->max_body;
-    if (cfg->io_timeout_ms != 0)
-        server->config.http1.req_timeout = cfg->io_timeout_ms;
+    if (cfg->io_timeout_ms != 0) server->config.http1.req_timeout = cfg->io_timeout_ms;
     server->config.server_name = h2o_iovec_init(H2O_STRLIT("switchyard"));
     h2o_hostconf_t *host = h2o_config_register_host(&server->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *pathconf = h2o_config_register_path(host, "/", 0);
@@ -47,7 +46,19 @@ void sy_http_server_dispose(sy_http_server_t *server)
     h2o_config_dispose(&server->config);
 }
 
+static int listen_on(const char *addr_port, int reuseport, char *errbuf, size_t errbuf_size);
+
 int sy_http_listen(const char *addr_port, char *errbuf, size_t errbuf_size)
+{
+    return listen_on(addr_port, 1, errbuf, errbuf_size);
+}
+
+int sy_http_listen_exclusive(const char *addr_port, char *errbuf, size_t errbuf_size)
+{
+    return listen_on(addr_port, 0, errbuf, errbuf_size);
+}
+
+static int listen_on(const char *addr_port, int reuseport, char *errbuf, size_t errbuf_size)
 {
     char host[256] = "0.0.0.0", port[16];
     const char *colon = strrchr(addr_port, ':');
@@ -89,7 +100,7 @@ int sy_http_listen(const char *addr_port, char *errbuf, size_t errbuf_size)
     }
     if ((fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) < 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0 ||
+        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0) ||
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) != 0) {
         snprintf(errbuf, errbuf_size, "socket: %s", strerror(errno));
         goto Error;
@@ -106,10 +117,8 @@ int sy_http_listen(const char *addr_port, char *errbuf, size_t errbuf_size)
     return fd;
 
 Error:
-    if (res != NULL)
-        freeaddrinfo(res);
-    if (fd >= 0)
-        close(fd);
+    if (res != NULL) freeaddrinfo(res);
+    if (fd >= 0) close(fd);
     return -1;
 }
 
@@ -117,8 +126,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
 {
     sy_http_worker_t *w = listener->data;
     h2o_socket_t *sock;
-    if (err != NULL)
-        return;
+    if (err != NULL) return;
     /* bounded, so one busy listener cannot starve the rest of the loop */
     for (int i = 0; i < 64 && (sock = h2o_evloop_socket_accept(listener)) != NULL; ++i)
         h2o_accept(&w->accept_ctx, sock);
@@ -138,8 +146,7 @@ void sy_http_worker_init(sy_http_worker_t *w, sy_http_server_t *server, h2o_loop
 
 void sy_http_worker_stop_accepting(sy_http_worker_t *w)
 {
-    if (w->listener == NULL)
-        return;
+    if (w->listener == NULL) return;
     h2o_socket_read_stop(w->listener);
     h2o_socket_close(w->listener); /* closes the fd too: the kernel stops queueing connections for this worker */
     w->listener = NULL;
@@ -154,27 +161,48 @@ void sy_http_worker_dispose(sy_http_worker_t *w)
 const char *sy_http_reason(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Entity";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return status < 400 ? "OK" : "Error";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Payload Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 422:
+        return "Unprocessable Entity";
+    case 429:
+        return "Too Many Requests";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return status < 400 ? "OK" : "Error";
     }
 }
 
@@ -193,8 +221,8 @@ void sy_http_send(h2o_req_t *req, int status, const char *body, size_t body_len,
         if (token != NULL)
             h2o_add_header(&req->pool, &req->res.headers, token, NULL, v.base, v.len);
         else
-            h2o_add_header_by_str(&req->pool, &req->res.headers, h2o_strdup(&req->pool, name, nlen).base, nlen, 0,
-                                  NULL, v.base, v.len);
+            h2o_add_header_by_str(&req->pool, &req->res.headers, h2o_strdup(&req->pool, name, nlen).base, nlen, 0, NULL,
+                                  v.base, v.len);
     }
     h2o_start_response(req, &generator);
     h2o_iovec_t buf = h2o_strdup(&req->pool, body, body_len);

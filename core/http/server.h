@@ -12,8 +12,8 @@
 typedef int (*sy_http_handler_fn)(void *cookie, h2o_req_t *req);
 
 typedef struct {
-    size_t max_body;          /* bytes; larger bodies get 413 before any handler runs */
-    uint64_t io_timeout_ms;   /* idle read/write timeout (slow clients) */
+    size_t max_body;        /* bytes; larger bodies get 413 before any handler runs */
+    uint64_t io_timeout_ms; /* idle read/write timeout (slow clients) */
 } sy_http_config_t;
 
 /* The process-wide h2o configuration with one catch-all path whose handler calls fn(cookie, req) on the loop thread
@@ -29,6 +29,8 @@ void sy_http_server_dispose(sy_http_server_t *server);
 /* Opens a listening TCP socket on "ADDR:PORT" (or ":PORT", or "PORT") with SO_REUSEPORT, so every worker can bind
  * its own socket to the same address and the kernel balances connections. Returns the fd or -1 (errbuf set). */
 int sy_http_listen(const char *addr_port, char *errbuf, size_t errbuf_size);
+/* The same without SO_REUSEPORT: a second process asking for the same port fails (the admin listener). */
+int sy_http_listen_exclusive(const char *addr_port, char *errbuf, size_t errbuf_size);
 
 /* One per worker thread: an h2o context on `loop` accepting from `fd`. The handler receives `cookie`. */
 typedef struct st_sy_http_worker_t {

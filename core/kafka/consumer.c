@@ -3,8 +3,8 @@
  * queue's io event. It hands the application at most one message per partition at a time (the next waits in an
  * in-order queue of that partition), stores a message's offset only when the application says it is done with it
  * (at-least-once), pauses a partition whose backlog grows too long, and keeps revoked partitions from committing
- * work that the new owner will redo. It does not decode payloads, retry failed handlers or commit by itself (the
- * auto-commit timer of librdkafka commits what was stored).
+ * work that the new owner will redo. It does not decode payloads or retry failed handlers, and commits explicitly
+ * only when partitions are revoked: otherwise librdkafka's auto-commit timer, and its close, commit what was stored.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +51,7 @@ struct st_sy_kafka_consumer_t {
     h2o_timeout_t tick_timeout;
     h2o_timeout_entry_t tick;
     int dispatching;
+    int closing;
     sy_kafka_errlog_t errlog;
 };
 
@@ -257,7 +258,7 @@ static void revoke(sy_kafka_consumer_t *c, rd_kafka_t *rk, rd_kafka_topic_partit
     rd_kafka_topic_partition_list_t *paused = rd_kafka_topic_partition_list_new(0);
 
     /* what the application finished so far is committed before another member can start on these partitions */
-    if (!rd_kafka_assignment_lost(rk)) commit_stored(c, "on revoke");
+    if (!c->closing && !rd_kafka_assignment_lost(rk)) commit_stored(c, "on revoke");
     for (size_t i = 0; i != c->nparts; ++i) {
         part_t *p = c->parts[i];
         if (!p->assigned || (list != NULL && rd_kafka_topic_partition_list_find(list, p->topic, p->partition) == NULL))
@@ -455,8 +456,9 @@ void sy_kafka_consumer_destroy(sy_kafka_consumer_t *c)
     h2o_timeout_dispose(c->loop, &c->tick_timeout);
     sy_kafka_watch_dispose(&c->watch);
     if (c->rk != NULL) {
-        commit_stored(c, "at shutdown");
-        /* leaves the group; the revoke runs our rebalance callback on this thread */
+        /* closing commits the stored offsets: auto-commit on unassign (one wait for the coordinator when it is
+         * unreachable, instead of one per explicit commit) */
+        c->closing = 1;
         rd_kafka_resp_err_t err = rd_kafka_consumer_close(c->rk);
         if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
             sy_warn("kafka", "consumer %s: close: %s", c->group, rd_kafka_err2str(err));

@@ -85,8 +85,7 @@ typedef struct {
 
 static void anchor_release(anchor_t *a)
 {
-    if (--a->refcnt == 0)
-        free(a);
+    if (--a->refcnt == 0) free(a);
 }
 
 static void request_free(request_t *r)
@@ -105,10 +104,8 @@ static void request_free(request_t *r)
 /* Unlinks r from wherever it waits and calls its callback once. */
 static void complete(request_t *r, rd_kafka_resp_err_t err, const rd_kafka_message_t *reply)
 {
-    if (h2o_linklist_is_linked(&r->link))
-        h2o_linklist_unlink(&r->link);
-    if (h2o_timeout_is_linked(&r->timer))
-        h2o_timeout_unlink(&r->timer);
+    if (h2o_linklist_is_linked(&r->link)) h2o_linklist_unlink(&r->link);
+    if (h2o_timeout_is_linked(&r->timer)) h2o_timeout_unlink(&r->timer);
     r->cb(r->cookie, err, reply);
     request_free(r);
 }
@@ -116,19 +113,16 @@ static void complete(request_t *r, rd_kafka_resp_err_t err, const rd_kafka_messa
 static request_t *find(sy_kafka_rpc_t *rpc, const char *cid, size_t len)
 {
     const char *dash = memrchr(cid, '-', len);
-    if (dash == NULL)
-        return NULL;
+    if (dash == NULL) return NULL;
     uint64_t id = 0;
     for (const char *p = dash + 1; p < cid + len; ++p) {
-        if (*p < '0' || *p > '9')
-            return NULL;
+        if (*p < '0' || *p > '9') return NULL;
         id = id * 10 + (uint64_t)(*p - '0');
     }
     h2o_linklist_t *bucket = &rpc->buckets[id % NBUCKETS];
     for (h2o_linklist_t *l = bucket->next; l != bucket; l = l->next) {
         request_t *r = H2O_STRUCT_FROM_MEMBER(request_t, link, l);
-        if (r->id == id && strlen(r->correlation_id) == len && memcmp(r->correlation_id, cid, len) == 0)
-            return r;
+        if (r->id == id && strlen(r->correlation_id) == len && memcmp(r->correlation_id, cid, len) == 0) return r;
     }
     return NULL;
 }
@@ -138,8 +132,7 @@ static request_t *find_by_id(sy_kafka_rpc_t *rpc, uint64_t id)
     h2o_linklist_t *bucket = &rpc->buckets[id % NBUCKETS];
     for (h2o_linklist_t *l = bucket->next; l != bucket; l = l->next) {
         request_t *r = H2O_STRUCT_FROM_MEMBER(request_t, link, l);
-        if (r->id == id)
-            return r;
+        if (r->id == id) return r;
     }
     return NULL;
 }
@@ -234,8 +227,7 @@ static void serve(sy_kafka_rpc_t *rpc)
     size_t n;
     for (n = 0; n != BATCH; ++n) {
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(rpc->rk, 0);
-        if (msg == NULL)
-            break;
+        if (msg == NULL) break;
         if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR)
             on_reply(rpc, msg);
         else if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
@@ -243,8 +235,7 @@ static void serve(sy_kafka_rpc_t *rpc)
                             rd_kafka_message_errstr(msg));
         rd_kafka_message_destroy(msg);
     }
-    if (n == BATCH && !h2o_timeout_is_linked(&rpc->again))
-        h2o_timeout_link(rpc->loop, &rpc->zero_timeout, &rpc->again);
+    if (n == BATCH && !h2o_timeout_is_linked(&rpc->again)) h2o_timeout_link(rpc->loop, &rpc->zero_timeout, &rpc->again);
 }
 
 static void on_ready(sy_kafka_watch_t *watch)
@@ -267,8 +258,7 @@ static void on_tick(h2o_timeout_entry_t *entry)
 static reply_topic_t *find_topic(sy_kafka_rpc_t *rpc, const char *name)
 {
     for (size_t i = 0; i < rpc->ntopics; ++i)
-        if (strcmp(rpc->topics[i].name, name) == 0)
-            return &rpc->topics[i];
+        if (strcmp(rpc->topics[i].name, name) == 0) return &rpc->topics[i];
     return NULL;
 }
 
@@ -286,8 +276,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         for (int i = 0; i < list->cnt; ++i) {
             reply_topic_t *t = find_topic(rpc, list->elems[i].topic);
-            if (t == NULL)
-                continue;
+            if (t == NULL) continue;
             t->parts = sy_realloc(t->parts, (t->nparts + 1) * sizeof(*t->parts));
             t->parts[t->nparts++] = list->elems[i].partition;
         }
@@ -338,8 +327,7 @@ sy_kafka_rpc_t *sy_kafka_rpc_create(sy_kafka_cluster_t *cluster, h2o_loop_t *loo
     rpc->again.cb = on_again;
     rpc->tick.cb = on_tick;
     /* correlation ids unique across processes and restarts: random prefix, then a counter */
-    if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
-        rnd = (uint64_t)(uintptr_t)rpc ^ (uint64_t)time(NULL);
+    if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd)) rnd = (uint64_t)(uintptr_t)rpc ^ (uint64_t)time(NULL);
     snprintf(rpc->prefix, sizeof(rpc->prefix), "%012" PRIx64, rnd & (uint64_t)0xffffffffffff);
     rpc->topics = sy_calloc(ntopics + 1, sizeof(*rpc->topics));
     rpc->ntopics = ntopics;
@@ -355,10 +343,8 @@ sy_kafka_rpc_t *sy_kafka_rpc_create(sy_kafka_cluster_t *cluster, h2o_loop_t *loo
         sy_kafka_conf_set(conf, "reconnect.backoff.max.ms", "1000", errbuf, errbuf_size) != 0)
         goto Exit;
     snprintf(num, sizeof(num), "%d", cfg && cfg->fetch_wait_max_ms > 0 ? cfg->fetch_wait_max_ms : 1);
-    if (sy_kafka_conf_set(conf, "fetch.wait.max.ms", num, errbuf, errbuf_size) != 0)
-        goto Exit;
-    if (sy_kafka_cluster_apply_props(cluster, conf, errbuf, errbuf_size) != 0)
-        goto Exit;
+    if (sy_kafka_conf_set(conf, "fetch.wait.max.ms", num, errbuf, errbuf_size) != 0) goto Exit;
+    if (sy_kafka_cluster_apply_props(cluster, conf, errbuf, errbuf_size) != 0) goto Exit;
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
     rd_kafka_conf_set_error_cb(conf, on_error);
     rd_kafka_conf_set_opaque(conf, rpc);
@@ -386,10 +372,8 @@ sy_kafka_rpc_t *sy_kafka_rpc_create(sy_kafka_cluster_t *cluster, h2o_loop_t *loo
     ok = 1;
 
 Exit:
-    if (subscription != NULL)
-        rd_kafka_topic_partition_list_destroy(subscription);
-    if (conf != NULL)
-        rd_kafka_conf_destroy(conf);
+    if (subscription != NULL) rd_kafka_topic_partition_list_destroy(subscription);
+    if (conf != NULL) rd_kafka_conf_destroy(conf);
     if (!ok) {
         sy_kafka_rpc_destroy(rpc);
         rpc = NULL;
@@ -400,8 +384,7 @@ Exit:
 static h2o_timeout_t *duration(sy_kafka_rpc_t *rpc, uint64_t ms)
 {
     for (size_t i = 0; i < rpc->ndurations; ++i)
-        if (rpc->durations[i]->ms == ms)
-            return &rpc->durations[i]->timeout;
+        if (rpc->durations[i]->ms == ms) return &rpc->durations[i]->timeout;
     duration_t *d = sy_calloc(1, sizeof(*d));
     d->ms = ms;
     h2o_timeout_init(rpc->loop, &d->timeout, ms);
@@ -417,10 +400,8 @@ rd_kafka_resp_err_t sy_kafka_rpc_request(sy_kafka_rpc_t *rpc, const char *topic,
     char reply_name[512];
     snprintf(reply_name, sizeof(reply_name), "%s.reply", topic);
     reply_topic_t *t = find_topic(rpc, reply_name);
-    if (t == NULL)
-        return RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC;
-    if (nheaders > MAX_HEADERS)
-        return RD_KAFKA_RESP_ERR__INVALID_ARG;
+    if (t == NULL) return RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC;
+    if (nheaders > MAX_HEADERS) return RD_KAFKA_RESP_ERR__INVALID_ARG;
 
     request_t *r = sy_calloc(1, sizeof(*r));
     r->rpc = rpc;
@@ -431,10 +412,8 @@ rd_kafka_resp_err_t sy_kafka_rpc_request(sy_kafka_rpc_t *rpc, const char *topic,
     r->cookie = cookie;
     r->timer.cb = on_timeout;
     r->topic = sy_strdup(topic);
-    if ((r->has_key = key != NULL))
-        r->key = sy_strndup(key, klen), r->klen = klen;
-    if ((r->has_value = value != NULL))
-        r->value = sy_strndup(value, vlen), r->vlen = vlen;
+    if ((r->has_key = key != NULL)) r->key = sy_strndup(key, klen), r->klen = klen;
+    if ((r->has_value = value != NULL)) r->value = sy_strndup(value, vlen), r->vlen = vlen;
     r->headers = sy_calloc(nheaders + 1, sizeof(*r->headers));
     for (size_t i = 0; i < nheaders; ++i) {
         r->headers[i].name = sy_strdup(headers[i].name);
@@ -462,8 +441,7 @@ rd_kafka_resp_err_t sy_kafka_rpc_request(sy_kafka_rpc_t *rpc, const char *topic,
 int sy_kafka_rpc_ready(sy_kafka_rpc_t *rpc)
 {
     for (size_t i = 0; i < rpc->ntopics; ++i)
-        if (rpc->topics[i].nparts == 0)
-            return 0;
+        if (rpc->topics[i].nparts == 0) return 0;
     return 1;
 }
 
@@ -474,12 +452,9 @@ void sy_kafka_rpc_stats(sy_kafka_rpc_t *rpc, sy_kafka_rpc_stats_t *stats)
 
 void sy_kafka_rpc_destroy(sy_kafka_rpc_t *rpc)
 {
-    if (rpc == NULL)
-        return;
-    if (h2o_timeout_is_linked(&rpc->tick))
-        h2o_timeout_unlink(&rpc->tick);
-    if (h2o_timeout_is_linked(&rpc->again))
-        h2o_timeout_unlink(&rpc->again);
+    if (rpc == NULL) return;
+    if (h2o_timeout_is_linked(&rpc->tick)) h2o_timeout_unlink(&rpc->tick);
+    if (h2o_timeout_is_linked(&rpc->again)) h2o_timeout_unlink(&rpc->again);
     while (!h2o_linklist_is_empty(&rpc->waiting))
         complete(H2O_STRUCT_FROM_MEMBER(request_t, link, rpc->waiting.next), RD_KAFKA_RESP_ERR__DESTROY, NULL);
     for (size_t i = 0; i < NBUCKETS; ++i)

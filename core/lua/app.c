@@ -18,8 +18,7 @@
 static int traceback_handler(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
-    if (msg == NULL)
-        msg = "(error object is not a string)";
+    if (msg == NULL) msg = "(error object is not a string)";
     luaL_traceback(L, L, msg, 1);
     return 1;
 }
@@ -35,8 +34,7 @@ static int protected_call(lua_State *L, int nargs, int nresults, char *errbuf, s
     lua_remove(L, base);
     if (rc != 0) {
         const char *msg = lua_tostring(L, -1);
-        if (msg == NULL)
-            msg = "unknown error";
+        if (msg == NULL) msg = "unknown error";
         sy_debug("lua", "%s", msg);
         size_t first = strcspn(msg, "\n");
         snprintf(errbuf, errbuf_size, "%.*s", (int)first, msg);
@@ -54,8 +52,7 @@ static void set_package_paths(lua_State *L, const char *scripts_dir, const char 
         snprintf(routes_dir, sizeof(routes_dir), ".");
     else
         snprintf(routes_dir, sizeof(routes_dir), "%.*s", (int)(slash - routes_path), routes_path);
-    if (routes_dir[0] == '\0')
-        snprintf(routes_dir, sizeof(routes_dir), "/");
+    if (routes_dir[0] == '\0') snprintf(routes_dir, sizeof(routes_dir), "/");
 
     lua_getglobal(L, "package"); /* package */
     lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s/?.lua;%s/?/init.lua", scripts_dir, scripts_dir, routes_dir,
@@ -71,16 +68,14 @@ static void set_package_paths(lua_State *L, const char *scripts_dir, const char 
     for (const char *p = cpath ? cpath : ""; *p != '\0';) {
         size_t n = strcspn(p, ";");
         if (n > 0 && strncmp(p, "./", 2) != 0) {
-            if (!first)
-                luaL_addchar(&b, ';');
+            if (!first) luaL_addchar(&b, ';');
             luaL_addlstring(&b, p, n);
             first = 0;
         }
         p += n;
-        if (*p == ';')
-            ++p;
+        if (*p == ';') ++p;
     }
-    luaL_pushresult(&b);        /* package cpath newcpath */
+    luaL_pushresult(&b);          /* package cpath newcpath */
     lua_setfield(L, -3, "cpath"); /* package cpath */
     lua_pop(L, 2);
 }
@@ -118,8 +113,7 @@ static sy_static_response_t *read_static(lua_State *L, int idx)
 
 static void free_static(sy_static_response_t *s)
 {
-    if (s == NULL)
-        return;
+    if (s == NULL) return;
     for (size_t i = 0; i < s->nheaders * 2; ++i)
         free(s->headers[i]);
     free(s->headers);
@@ -134,6 +128,7 @@ static int compile_routes(sy_app_t *app, char *errbuf, size_t errbuf_size)
     lua_getfield(L, -1, "routes"); /* app routes */
     app->nroutes = lua_objlen(L, -1);
     app->statics = sy_calloc(app->nroutes + 1, sizeof(*app->statics));
+    app->route_labels = sy_calloc(app->nroutes + 1, sizeof(char *));
     app->router = sy_router_create();
     for (size_t i = 1; i <= app->nroutes; ++i) {
         lua_rawgeti(L, -1, (int)i); /* app routes route */
@@ -141,11 +136,10 @@ static int compile_routes(sy_app_t *app, char *errbuf, size_t errbuf_size)
              *where = field_string(L, -1, "where");
         char err[256];
         int rc = sy_router_add(app->router, sy_method_parse(method, strlen(method)), path, (int)i, err, sizeof(err));
-        if (rc != 0)
-            snprintf(errbuf, errbuf_size, "%s: %s", where ? where : "routes", err);
+        if (rc != 0) snprintf(errbuf, errbuf_size, "%s: %s", where ? where : "routes", err);
+        app->route_labels[i - 1] = sy_strdup(path ? path : "?");
         lua_getfield(L, -1, "static");
-        if (rc == 0 && lua_istable(L, -1))
-            app->statics[i - 1] = read_static(L, lua_gettop(L));
+        if (rc == 0 && lua_istable(L, -1)) app->statics[i - 1] = read_static(L, lua_gettop(L));
         lua_pop(L, 2);
         free(method);
         free(path);
@@ -256,28 +250,34 @@ sy_app_t *sy_app_create(const char *routes_path, const char *scripts_dir, struct
     /* runtime = require "switchyard.runtime" */
     lua_getglobal(L, "require");
     lua_pushstring(L, "switchyard.runtime");
-    if (protected_call(L, 1, 1, errbuf, errbuf_size) != 0)
-        goto Error;
+    if (protected_call(L, 1, 1, errbuf, errbuf_size) != 0) goto Error;
     int runtime = lua_gettop(L);
 
     /* app = runtime.load(core, routes_path) */
     lua_getfield(L, runtime, "load"); /* runtime load */
     sy_lua_push_primitives(L, app);   /* runtime load core */
     lua_pushstring(L, routes_path);
-    if (protected_call(L, 2, 1, errbuf, errbuf_size) != 0)
-        goto Error;
+    if (protected_call(L, 2, 1, errbuf, errbuf_size) != 0) goto Error;
     /* runtime app */
-    if (compile_routes(app, errbuf, errbuf_size) != 0)
-        goto Error;
+    if (compile_routes(app, errbuf, errbuf_size) != 0) goto Error;
     read_declarations(app);
 
     app->module_files = read_string_list(L, "module_files", &app->nmodule_files);
+    lua_getfield(L, -1, "telemetry"); /* runtime app telemetry */
+    if (lua_istable(L, -1)) {
+        app->telemetry_topic = field_string(L, -1, "topic");
+        lua_getfield(L, -1, "batch");
+        app->telemetry_batch = (int)lua_tointeger(L, -1);
+        lua_getfield(L, -2, "flush_ms");
+        app->telemetry_flush_ms = (int)lua_tointeger(L, -1);
+        lua_pop(L, 2);
+    }
+    lua_pop(L, 1);
     app->reply_topics = read_string_list(L, "reply_topics", &app->nreply_topics);
 
     lua_getfield(L, -1, "describe"); /* runtime app describe */
     lua_pushvalue(L, -2);
-    if (protected_call(L, 1, 1, errbuf, errbuf_size) != 0)
-        goto Error;
+    if (protected_call(L, 1, 1, errbuf, errbuf_size) != 0) goto Error;
     app->summary = sy_strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "");
     lua_pop(L, 1);
 
@@ -307,14 +307,16 @@ void sy_app_retain(sy_app_t *app)
 
 void sy_app_release(sy_app_t *app)
 {
-    if (--app->refcnt != 0)
-        return;
-    if (app->L != NULL)
-        lua_close(app->L);
+    if (--app->refcnt != 0) return;
+    if (app->L != NULL) lua_close(app->L);
     sy_router_destroy(app->router);
-    for (size_t i = 0; i < app->nroutes; ++i)
+    for (size_t i = 0; i < app->nroutes; ++i) {
         free_static(app->statics ? app->statics[i] : NULL);
+        free(app->route_labels ? app->route_labels[i] : NULL);
+    }
     free(app->statics);
+    free(app->route_labels);
+    free(app->telemetry_topic);
     for (size_t i = 0; i < app->ngroups; ++i) {
         for (size_t j = 0; j < app->groups[i].ntopics; ++j)
             free(app->groups[i].topics[j]);
@@ -354,8 +356,7 @@ void sy_co_resume(sy_co_t *co, int nargs)
     app->running = co;
     int rc = lua_resume(co->L, nargs);
     app->running = saved;
-    if (rc == LUA_YIELD)
-        return;
+    if (rc == LUA_YIELD) return;
     if (rc == 0) {
         co->done(co, 1, lua_gettop(co->L));
     } else {
@@ -364,8 +365,7 @@ void sy_co_resume(sy_co_t *co, int nargs)
         lua_xmove(app->L, co->L, 1);
         co->done(co, 0, 1);
     }
-    if (h2o_timeout_is_linked(&co->timer))
-        h2o_timeout_unlink(&co->timer);
+    if (h2o_timeout_is_linked(&co->timer)) h2o_timeout_unlink(&co->timer);
     h2o_linklist_unlink(&co->link);
     luaL_unref(app->L, LUA_REGISTRYINDEX, co->ref);
     free(co);
@@ -377,15 +377,13 @@ void sy_app_force_close(sy_app_t *app)
     size_t n = 0;
     while (!h2o_linklist_is_empty(&app->coroutines)) {
         sy_co_t *co = H2O_STRUCT_FROM_MEMBER(sy_co_t, link, app->coroutines.next);
-        if (h2o_timeout_is_linked(&co->timer))
-            h2o_timeout_unlink(&co->timer);
+        if (h2o_timeout_is_linked(&co->timer)) h2o_timeout_unlink(&co->timer);
         h2o_linklist_unlink(&co->link);
         co->done(co, -1, 0);
         free(co);
         ++n;
     }
-    if (n != 0)
-        sy_warn("lua", "%zu handler(s) still waiting at shutdown were abandoned", n);
+    if (n != 0) sy_warn("lua", "%zu handler(s) still waiting at shutdown were abandoned", n);
     app->refcnt = 1;
     sy_app_release(app);
 }
@@ -393,8 +391,9 @@ void sy_app_force_close(sy_app_t *app)
 sy_co_t *sy_co_check(lua_State *L, sy_app_t *app, const char *what)
 {
     if (app->running == NULL || app->running->L != L)
-        luaL_error(L, "%s can only be called from an HTTP or topic handler (not at load time or from a nested "
-                      "coroutine)",
+        luaL_error(L,
+                   "%s can only be called from an HTTP or topic handler (not at load time or from a nested "
+                   "coroutine)",
                    what);
     return app->running;
 }

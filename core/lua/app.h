@@ -42,21 +42,25 @@ typedef struct st_sy_app_t {
     sy_router_t *router;
     size_t nroutes;
     sy_static_response_t **statics; /* per route id: NULL unless the route is static */
+    char **route_labels;            /* per route id: the declared path, for metrics and telemetry */
     sy_app_group_t *groups;
     size_t ngroups;
     sy_app_topic_t *topics;
     size_t ntopics;
-    int app_ref;            /* the runtime's app object */
-    int handle_http_ref;    /* App.handle_http */
-    int handle_message_ref; /* App.handle_message */
-    size_t refcnt;          /* 1 while current + 1 per live coroutine */
-    sy_co_t *running;       /* the coroutine being resumed, if any */
+    int app_ref;               /* the runtime's app object */
+    int handle_http_ref;       /* App.handle_http */
+    int handle_message_ref;    /* App.handle_message */
+    size_t refcnt;             /* 1 while current + 1 per live coroutine */
+    sy_co_t *running;          /* the coroutine being resumed, if any */
     h2o_linklist_t coroutines; /* every live coroutine (sy_co_t.link) */
-    double loaded_at;       /* unix time */
-    char *summary;          /* App:describe(), for --check and /status */
-    char **reply_topics;    /* "<topic>.reply" topics kafka.request reads from */
+    double loaded_at;          /* unix time */
+    char *summary;             /* App:describe(), for --check and /status */
+    char **reply_topics;       /* "<topic>.reply" topics kafka.request reads from */
     size_t nreply_topics;
-    char **module_files;    /* Lua modules the routes file required (watched for reload) */
+    char *telemetry_topic; /* NULL: no request telemetry */
+    int telemetry_batch;
+    int telemetry_flush_ms;
+    char **module_files; /* Lua modules the routes file required (watched for reload) */
     size_t nmodule_files;
 } sy_app_t;
 

@@ -16,8 +16,7 @@ static int l_log(lua_State *L)
     size_t len;
     const char *msg = luaL_checklstring(L, 2, &len);
     sy_log_level_t lv;
-    if (sy_log_parse_level(level, &lv) != 0)
-        return luaL_argerror(L, 1, "level must be debug, info, warn or error");
+    if (sy_log_parse_level(level, &lv) != 0) return luaL_argerror(L, 1, "level must be debug, info, warn or error");
     sy_app_t *app = sy_app_from_upvalue(L);
     if (lv >= sy_log_min_level) {
         if (app->worker != NULL)
@@ -46,11 +45,9 @@ static int l_sleep(lua_State *L)
 {
     lua_Number ms = luaL_checknumber(L, 1);
     sy_app_t *app = sy_app_from_upvalue(L);
-    if (ms < 0 || ms > 24 * 3600 * 1000.0)
-        return luaL_argerror(L, 1, "milliseconds out of range");
+    if (ms < 0 || ms > 24 * 3600 * 1000.0) return luaL_argerror(L, 1, "milliseconds out of range");
     sy_co_t *co = sy_co_check(L, app, "sleep");
-    if (app->worker == NULL)
-        return luaL_error(L, "sleep is not available here");
+    if (app->worker == NULL) return luaL_error(L, "sleep is not available here");
     co->timer.cb = on_sleep_done;
     sy_worker_timer_link(app->worker, (uint64_t)ms, &co->timer);
     return lua_yield(L, 0);
@@ -68,8 +65,7 @@ void sy_lua_core_register(lua_State *L, sy_app_t *app)
 
 static int l_unavailable(lua_State *L)
 {
-    return luaL_error(L, "%s is not available while only checking a routes file",
-                      lua_tostring(L, lua_upvalueindex(1)));
+    return luaL_error(L, "%s is not available while only checking a routes file", lua_tostring(L, lua_upvalueindex(1)));
 }
 
 void sy_lua_push_primitives(lua_State *L, sy_app_t *app)

@@ -5,11 +5,13 @@
 #include <lauxlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include "common/log.h"
 #include "common/mem.h"
 #include "http/router.h"
 #include "http/server.h"
 #include "lua/http.h"
+#include "lua/telemetry.h"
 #include "lua/worker.h"
 
 typedef struct {
@@ -17,7 +19,37 @@ typedef struct {
     sy_worker_t *worker;
     int refcnt; /* the pool's hold + the coroutine's hold */
     char request_id[40];
+    char method[16];
+    size_t body_len;
+    uint64_t start_ns;
+    const char *route; /* borrowed from the app, which the coroutine keeps alive */
 } pending_t;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Metrics and telemetry of one answered request. */
+static void account(sy_worker_t *w, const char *route, const char *method, size_t method_len, int status,
+                    size_t body_len, uint64_t start_ns, const char *request_id)
+{
+    char labels[400], esc[256], m[17];
+    uint64_t elapsed_ns = now_ns() - start_ns;
+    size_t n = 0;
+    for (size_t i = 0; i < method_len && n < sizeof(m) - 1; ++i)
+        if (method[i] >= 'A' && method[i] <= 'Z') m[n++] = method[i];
+    m[n] = '\0';
+    sy_metrics_escape(esc, sizeof(esc), route);
+    snprintf(labels, sizeof(labels), "route=\"%s\",method=\"%s\",status=\"%d\"", esc, m, status);
+    sy_metrics_add(w->metrics, "switchyard_http_requests_total", labels, 1);
+    snprintf(labels, sizeof(labels), "route=\"%s\"", esc);
+    sy_metrics_observe(w->metrics, "switchyard_http_request_duration_seconds", labels, elapsed_ns / 1e9);
+    if (status == 500) sy_metrics_add(w->metrics, "switchyard_lua_errors_total", "", 1);
+    sy_telemetry_record(w, route, method, method_len, status, body_len, elapsed_ns / 1000, request_id);
+}
 
 typedef struct {
     pending_t *pending;
@@ -25,8 +57,7 @@ typedef struct {
 
 static void pending_release(pending_t *p)
 {
-    if (--p->refcnt == 0)
-        free(p);
+    if (--p->refcnt == 0) free(p);
 }
 
 static void on_pool_dispose(void *data)
@@ -38,12 +69,9 @@ static void on_pool_dispose(void *data)
 
 static int nibble(char c)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
     return -1;
 }
 
@@ -81,8 +109,7 @@ static void make_request_id(sy_worker_t *w, h2o_req_t *req, char *buf, size_t si
         }
     }
     static __thread uint64_t salt;
-    if (salt == 0)
-        salt = ((uint64_t)(uintptr_t)w * 0x9e3779b97f4a7c15ull) ^ (uint64_t)time(NULL);
+    if (salt == 0) salt = ((uint64_t)(uintptr_t)w * 0x9e3779b97f4a7c15ull) ^ (uint64_t)time(NULL);
     ++w->requests;
     snprintf(buf, size, "%08x%02zx%06llx", (unsigned)(salt >> 16), w->id & 0xff,
              (unsigned long long)(w->requests & 0xffffff));
@@ -95,17 +122,18 @@ static void on_http_done(sy_co_t *co, int ok, int nresults)
     lua_State *L = co->L;
     --w->inflight;
     if (ok < 0) {
-        if (p->req != NULL)
-            sy_http_send_error(p->req, 503, "the server is shutting down", "retry-after", "1");
+        if (p->req != NULL) sy_http_send_error(p->req, 503, "the server is shutting down", "retry-after", "1");
         goto Exit;
     }
     if (!ok) {
         /* the runtime catches handler errors itself: this is a failure of the runtime (out of memory, a bug) */
         sy_error("http", "request %s failed outside the handler: %s", p->request_id, lua_tostring(L, -1));
-        if (p->req != NULL)
-            sy_http_send_error(p->req, 500, "Internal Server Error", "x-request-id", p->request_id);
+        account(w, p->route, p->method, strlen(p->method), 500, p->body_len, p->start_ns, p->request_id);
+        if (p->req != NULL) sy_http_send_error(p->req, 500, "Internal Server Error", "x-request-id", p->request_id);
         goto Exit;
     }
+    account(w, p->route, p->method, strlen(p->method), (int)lua_tointeger(L, lua_gettop(L) - nresults + 1), p->body_len,
+            p->start_ns, p->request_id);
     if (p->req == NULL) {
         sy_debug("http", "request %s: client went away before the response", p->request_id);
         goto Exit;
@@ -132,8 +160,7 @@ static void on_http_done(sy_co_t *co, int ok, int nresults)
         headers[2 * nh] = "x-request-id";
         headers[2 * nh + 1] = p->request_id;
         ++nh;
-        if (status < 100 || status > 599)
-            status = 500;
+        if (status < 100 || status > 599) status = 500;
         sy_http_send(p->req, status, body ? body : "", body ? len : 0, headers, nh);
     }
 Exit:
@@ -148,18 +175,21 @@ int sy_lua_http_handle(void *cookie, h2o_req_t *req)
     unsigned method = sy_method_parse(req->method.base, req->method.len);
     h2o_iovec_t path = req->path_normalized;
 
+    uint64_t start_ns = now_ns();
     int id = sy_router_match(app->router, method, path.base, path.len, &m);
     if (id == SY_ROUTER_NOT_FOUND) {
+        account(w, "unmatched", req->method.base, req->method.len, 404, req->entity.len, start_ns, NULL);
         /* NestJS's wording: "Cannot GET /path" */
         size_t n = path.len > 200 ? 200 : path.len;
         char *msg = h2o_mem_alloc_pool(&req->pool, n + 32);
-        snprintf(msg, n + 32, "Cannot %.*s %.*s", (int)(req->method.len > 16 ? 16 : req->method.len),
-                 req->method.base, (int)n, path.base);
+        snprintf(msg, n + 32, "Cannot %.*s %.*s", (int)(req->method.len > 16 ? 16 : req->method.len), req->method.base,
+                 (int)n, path.base);
         sy_http_send_error(req, 404, msg, NULL, NULL);
         return 0;
     }
     if (id == SY_ROUTER_METHOD_NOT_ALLOWED) {
         char allow[96];
+        account(w, "unmatched", req->method.base, req->method.len, 405, req->entity.len, start_ns, NULL);
         sy_method_format(m.allowed, allow, sizeof(allow));
         char *msg = h2o_mem_alloc_pool(&req->pool, 160);
         snprintf(msg, 160, "method %.*s is not allowed here", (int)(req->method.len > 16 ? 16 : req->method.len),
@@ -170,6 +200,8 @@ int sy_lua_http_handle(void *cookie, h2o_req_t *req)
     sy_static_response_t *st = app->statics[id - 1];
     if (st != NULL) {
         sy_http_send(req, st->status, st->body, st->body_len, (const char *const *)st->headers, st->nheaders);
+        account(w, app->route_labels[id - 1], req->method.base, req->method.len, st->status, req->entity.len, start_ns,
+                NULL);
         return 0;
     }
 
@@ -177,6 +209,11 @@ int sy_lua_http_handle(void *cookie, h2o_req_t *req)
     p->req = req;
     p->worker = w;
     p->refcnt = 2;
+    p->start_ns = start_ns;
+    p->body_len = req->entity.len;
+    p->route = app->route_labels[id - 1];
+    snprintf(p->method, sizeof(p->method), "%.*s", (int)(req->method.len < 15 ? req->method.len : 15),
+             req->method.base);
     make_request_id(w, req, p->request_id, sizeof(p->request_id));
     pool_hold_t *hold = h2o_mem_alloc_shared(&req->pool, sizeof(*hold), on_pool_dispose);
     hold->pending = p;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "common/log.h"
 #include "common/mem.h"
 #include "lua/kafka.h"
@@ -16,32 +17,40 @@
 
 #define MAX_HEADERS 64
 
-struct st_sy_worker_consumer_t {
-    sy_worker_t *worker;
-    char *group;
-    sy_kafka_consumer_t *consumer;
-    int paused;
-};
-
 typedef struct {
     sy_co_t *co; /* NULL: nobody waits (emit without wait) */
-    char *topic; /* for the log of an unwaited failure */
+    char *topic; /* for the log of an unwaited failure and the metrics */
+    sy_worker_t *worker;
+    uint64_t start_ns;
 } emit_ctx_t;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void count_topic(sy_worker_t *w, const char *name, const char *topic, const char *extra, double delta)
+{
+    char esc[256], labels[400];
+    sy_metrics_escape(esc, sizeof(esc), topic);
+    snprintf(labels, sizeof(labels), "topic=\"%s\"%s", esc, extra ? extra : "");
+    sy_metrics_add(w->metrics, name, labels, delta);
+}
 
 /* Reads the headers table at `idx` into hs (names and values borrowed from the Lua stack, which keeps them alive
  * until the primitive returns). Returns the count, raises on a non-string. */
 static size_t read_headers(lua_State *L, int idx, sy_kafka_header_t *hs)
 {
     size_t n = 0;
-    if (lua_isnoneornil(L, idx))
-        return 0;
+    if (lua_isnoneornil(L, idx)) return 0;
     luaL_checktype(L, idx, LUA_TTABLE);
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
         if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
             luaL_error(L, "kafka headers must map strings to strings");
-        if (n == MAX_HEADERS)
-            luaL_error(L, "more than %d kafka headers", MAX_HEADERS);
+        if (n == MAX_HEADERS) luaL_error(L, "more than %d kafka headers", MAX_HEADERS);
         size_t len;
         hs[n].name = lua_tostring(L, -2);
         hs[n].value = lua_tolstring(L, -1, &len);
@@ -56,6 +65,13 @@ static void on_delivered(void *cookie, rd_kafka_resp_err_t err, int32_t partitio
 {
     emit_ctx_t *ctx = cookie;
     sy_co_t *co = ctx->co;
+    if (err != 0) {
+        count_topic(ctx->worker, "switchyard_kafka_failed_total", ctx->topic, ",reason=\"delivery\"", 1);
+    } else {
+        count_topic(ctx->worker, "switchyard_kafka_acked_total", ctx->topic, NULL, 1);
+        sy_metrics_observe(ctx->worker->metrics, "switchyard_kafka_delivery_seconds", "",
+                           (now_ns() - ctx->start_ns) / 1e9);
+    }
     if (co == NULL) {
         if (err != 0)
             sy_error("kafka", "a record emitted without waiting to %s was not delivered: %s", ctx->topic,
@@ -103,9 +119,13 @@ static int l_emit(lua_State *L)
     emit_ctx_t *ctx = sy_malloc(sizeof(*ctx));
     ctx->co = co;
     ctx->topic = sy_strdup(topic);
+    ctx->worker = w;
+    ctx->start_ns = now_ns();
     rd_kafka_resp_err_t err =
         sy_kafka_produce(w->producer, topic, partition, key, klen, value, vlen, hs, nh, on_delivered, ctx);
     if (err != 0) {
+        count_topic(w, "switchyard_kafka_failed_total", topic,
+                    err == RD_KAFKA_RESP_ERR__QUEUE_FULL ? ",reason=\"queue_full\"" : ",reason=\"refused\"", 1);
         free(ctx->topic);
         free(ctx);
         lua_pushnil(L);
@@ -116,13 +136,13 @@ static int l_emit(lua_State *L)
         lua_pushinteger(L, 1);
         return 3;
     }
+    count_topic(w, "switchyard_kafka_produced_total", topic, NULL, 1);
     if (!wait) {
         lua_pushboolean(L, 1);
         return 1;
     }
     return lua_yield(L, 0);
 }
-
 
 void sy_lua_kafka_register(lua_State *L, sy_app_t *app)
 {
@@ -151,11 +171,25 @@ static void on_message_done(sy_co_t *co, int ok, int nresults)
         free(ctx);
         return;
     }
+    const char *topic = rd_kafka_topic_name(ctx->msg->rkt);
+    count_topic(wc->worker, "switchyard_kafka_consumed_total", topic, NULL, 1);
+    if (ok) {
+        int base = lua_gettop(co->L) - nresults + 1;
+        const char *outcome = nresults >= 1 ? lua_tostring(co->L, base) : NULL;
+        lua_Number failed = nresults >= 2 ? lua_tonumber(co->L, base + 1) : 0;
+        if (failed > 0) {
+            count_topic(wc->worker, "switchyard_kafka_handler_errors_total", topic, NULL, failed);
+            sy_metrics_add(wc->worker->metrics, "switchyard_lua_errors_total", "", failed);
+        }
+        if (outcome != NULL && (strcmp(outcome, "dlq") == 0))
+            count_topic(wc->worker, "switchyard_kafka_dlq_total", topic, NULL, 1);
+    }
     if (!ok)
-        sy_error("kafka", "group %s: message %s/%d@%lld failed outside its handler (committed to keep the partition "
-                          "moving): %s",
-                 wc->group, rd_kafka_topic_name(ctx->msg->rkt), (int)ctx->msg->partition,
-                 (long long)ctx->msg->offset, lua_tostring(co->L, -1));
+        sy_error("kafka",
+                 "group %s: message %s/%d@%lld failed outside its handler (committed to keep the partition "
+                 "moving): %s",
+                 wc->group, rd_kafka_topic_name(ctx->msg->rkt), (int)ctx->msg->partition, (long long)ctx->msg->offset,
+                 lua_tostring(co->L, -1));
     sy_kafka_consumer_done(wc->consumer, ctx->msg);
     free(ctx);
 }
@@ -183,8 +217,7 @@ static void push_message(lua_State *L, const rd_kafka_message_t *msg)
         const char *name;
         const void *value;
         size_t size;
-        for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR;
-             ++i) {
+        for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR; ++i) {
             lua_pushstring(L, name);
             if (value != NULL)
                 lua_pushlstring(L, value, size);
@@ -216,8 +249,7 @@ static void on_message(sy_kafka_consumer_t *c, rd_kafka_message_t *msg, void *co
     sy_co_resume(co, 3);
 }
 
-static sy_worker_consumer_t *consumer_start(sy_worker_t *w, const sy_app_group_t *g, char *errbuf,
-                                            size_t errbuf_size);
+static sy_worker_consumer_t *consumer_start(sy_worker_t *w, const sy_app_group_t *g, char *errbuf, size_t errbuf_size);
 
 int sy_lua_kafka_worker_start(sy_worker_t *w, char *errbuf, size_t errbuf_size)
 {
@@ -231,15 +263,12 @@ int sy_lua_kafka_worker_start(sy_worker_t *w, char *errbuf, size_t errbuf_size)
         topics[i].compression = app->topics[i].compression;
     }
     sy_kafka_producer_config_t pcfg = {.topics = topics, .ntopics = app->ntopics};
-    if ((w->producer = sy_kafka_producer_create(cluster, w->loop, &pcfg, errbuf, errbuf_size)) == NULL)
-        goto Exit;
-    if (sy_lua_rpc_worker_start(w, errbuf, errbuf_size) != 0)
-        goto Exit;
+    if ((w->producer = sy_kafka_producer_create(cluster, w->loop, &pcfg, errbuf, errbuf_size)) == NULL) goto Exit;
+    if (sy_lua_rpc_worker_start(w, errbuf, errbuf_size) != 0) goto Exit;
     w->consumers = sy_calloc(app->ngroups + 1, sizeof(*w->consumers));
     for (size_t i = 0; i < app->ngroups; ++i) {
         sy_worker_consumer_t *wc = consumer_start(w, &app->groups[i], errbuf, errbuf_size);
-        if (wc == NULL)
-            goto Exit;
+        if (wc == NULL) goto Exit;
         w->consumers[w->nconsumers++] = wc;
     }
     ret = 0;
@@ -251,21 +280,18 @@ Exit:
 static const sy_app_group_t *find_group(const sy_app_t *app, const char *group)
 {
     for (size_t i = 0; i < app->ngroups; ++i)
-        if (strcmp(app->groups[i].group, group) == 0)
-            return &app->groups[i];
+        if (strcmp(app->groups[i].group, group) == 0) return &app->groups[i];
     return NULL;
 }
 
 static int same_topics(const sy_app_group_t *a, const sy_app_group_t *b)
 {
-    if (a->ntopics != b->ntopics)
-        return 0;
+    if (a->ntopics != b->ntopics) return 0;
     for (size_t i = 0; i < a->ntopics; ++i) {
         size_t j = 0;
         while (j < b->ntopics && strcmp(a->topics[i], b->topics[j]) != 0)
             ++j;
-        if (j == b->ntopics)
-            return 0;
+        if (j == b->ntopics) return 0;
     }
     return 1;
 }
@@ -315,8 +341,7 @@ void sy_lua_kafka_worker_update(sy_worker_t *w, const sy_app_t *old_app, const s
         size_t j = 0;
         while (j < w->nconsumers && strcmp(w->consumers[j]->group, g->group) != 0)
             ++j;
-        if (j < w->nconsumers)
-            continue;
+        if (j < w->nconsumers) continue;
         sy_worker_consumer_t *wc = consumer_start(w, g, errbuf, sizeof(errbuf));
         if (wc == NULL) {
             sy_error("kafka", "worker %zu: cannot start consumer group %s: %s", w->id, g->group, errbuf);
@@ -336,8 +361,7 @@ void sy_lua_kafka_worker_stop(sy_worker_t *w)
 {
     sy_lua_kafka_worker_pause(w);
     /* answer every waiting emit first, so the handlers waiting on them can finish and commit */
-    if (w->producer != NULL)
-        sy_kafka_producer_flush(w->producer, 2000);
+    if (w->producer != NULL) sy_kafka_producer_flush(w->producer, 2000);
     sy_lua_rpc_worker_stop(w);
     for (size_t i = 0; i < w->nconsumers; ++i) {
         sy_kafka_consumer_destroy(w->consumers[i]->consumer);

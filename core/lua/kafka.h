@@ -29,8 +29,7 @@ void sy_lua_kafka_worker_dispose(struct st_sy_worker_t *w);
 /* Request-reply (rpc.c): the worker's reply consumer and pending requests, and the core.request primitive. */
 int sy_lua_rpc_worker_start(struct st_sy_worker_t *w, char *errbuf, size_t errbuf_size);
 void sy_lua_rpc_worker_stop(struct st_sy_worker_t *w);
-void sy_lua_rpc_worker_update(struct st_sy_worker_t *w, const struct st_sy_app_t *old_app,
-                              struct st_sy_app_t *new_app);
+void sy_lua_rpc_worker_update(struct st_sy_worker_t *w, const struct st_sy_app_t *old_app, struct st_sy_app_t *new_app);
 int sy_lua_rpc_request(lua_State *L);
 
 #endif

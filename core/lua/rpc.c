@@ -6,6 +6,7 @@
  */
 #include <lauxlib.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include "common/log.h"
 #include "common/mem.h"
@@ -15,10 +16,30 @@
 
 #define MAX_HEADERS 64
 
+typedef struct {
+    sy_co_t *co;
+    sy_worker_t *worker;
+    char topic[200];
+} request_ctx_t;
+
+static void count(sy_worker_t *w, const char *topic, const char *outcome)
+{
+    char esc[256], labels[400];
+    sy_metrics_escape(esc, sizeof(esc), topic);
+    snprintf(labels, sizeof(labels), "topic=\"%s\",outcome=\"%s\"", esc, outcome);
+    sy_metrics_add(w->metrics, "switchyard_kafka_requests_total", labels, 1);
+}
+
 static void on_reply(void *cookie, rd_kafka_resp_err_t err, const rd_kafka_message_t *reply)
 {
-    sy_co_t *co = cookie;
+    request_ctx_t *ctx = cookie;
+    sy_co_t *co = ctx->co;
     lua_State *L = co->L;
+    count(ctx->worker, ctx->topic,
+          err == RD_KAFKA_RESP_ERR_NO_ERROR     ? "reply"
+          : err == RD_KAFKA_RESP_ERR__TIMED_OUT ? "timeout"
+                                                : "failed");
+    free(ctx);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         if (err == RD_KAFKA_RESP_ERR__TIMED_OUT)
             lua_pushliteral(L, "timeout");
@@ -69,16 +90,14 @@ int sy_lua_rpc_request(lua_State *L)
         while (lua_next(L, 4) != 0) {
             if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
                 return luaL_error(L, "kafka headers must map strings to strings");
-            if (nh == MAX_HEADERS)
-                return luaL_error(L, "more than %d kafka headers", MAX_HEADERS);
+            if (nh == MAX_HEADERS) return luaL_error(L, "more than %d kafka headers", MAX_HEADERS);
             hs[nh].name = lua_tostring(L, -2);
             hs[nh].value = lua_tolstring(L, -1, &hs[nh].value_len);
             ++nh;
             lua_pop(L, 1);
         }
     }
-    if (timeout < 1 || timeout > 3600 * 1000.0)
-        return luaL_argerror(L, 5, "timeout must be between 1 ms and 1 hour");
+    if (timeout < 1 || timeout > 3600 * 1000.0) return luaL_argerror(L, 5, "timeout must be between 1 ms and 1 hour");
     sy_co_t *co = sy_co_check(L, app, "kafka.request");
     sy_worker_t *w = app->worker;
     sy_kafka_rpc_t *rpc = w != NULL ? w->rpc : NULL;
@@ -87,9 +106,15 @@ int sy_lua_rpc_request(lua_State *L)
         lua_pushnil(L);
         return 2;
     }
+    request_ctx_t *ctx = sy_malloc(sizeof(*ctx));
+    ctx->co = co;
+    ctx->worker = w;
+    snprintf(ctx->topic, sizeof(ctx->topic), "%s", topic);
     rd_kafka_resp_err_t err =
-        sy_kafka_rpc_request(rpc, topic, key, klen, value, vlen, hs, nh, (uint64_t)timeout, on_reply, co);
+        sy_kafka_rpc_request(rpc, topic, key, klen, value, vlen, hs, nh, (uint64_t)timeout, on_reply, ctx);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        count(w, topic, "refused");
+        free(ctx);
         if (err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC)
             lua_pushfstring(L, "no reply topic for %s: declare kafka.topic(\"%s\", { replies = true })", topic, topic);
         else if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
@@ -104,11 +129,9 @@ int sy_lua_rpc_request(lua_State *L)
 
 static int same_list(char **a, size_t na, char **b, size_t nb)
 {
-    if (na != nb)
-        return 0;
+    if (na != nb) return 0;
     for (size_t i = 0; i < na; ++i)
-        if (strcmp(a[i], b[i]) != 0)
-            return 0;
+        if (strcmp(a[i], b[i]) != 0) return 0;
     return 1;
 }
 
@@ -121,8 +144,7 @@ static sy_kafka_rpc_t *rpc_start(sy_worker_t *w, sy_app_t *app, char *errbuf, si
 
 int sy_lua_rpc_worker_start(sy_worker_t *w, char *errbuf, size_t errbuf_size)
 {
-    if (w->app->nreply_topics == 0)
-        return 0;
+    if (w->app->nreply_topics == 0) return 0;
     w->rpc = rpc_start(w, w->app, errbuf, errbuf_size);
     return w->rpc != NULL ? 0 : -1;
 }
@@ -130,8 +152,7 @@ int sy_lua_rpc_worker_start(sy_worker_t *w, char *errbuf, size_t errbuf_size)
 void sy_lua_rpc_worker_update(sy_worker_t *w, const sy_app_t *old_app, sy_app_t *new_app)
 {
     char errbuf[512];
-    if (same_list(old_app->reply_topics, old_app->nreply_topics, new_app->reply_topics, new_app->nreply_topics))
-        return;
+    if (same_list(old_app->reply_topics, old_app->nreply_topics, new_app->reply_topics, new_app->nreply_topics)) return;
     if (w->rpc != NULL) {
         w->retired_rpcs = sy_realloc(w->retired_rpcs, (w->nretired_rpcs + 1) * sizeof(*w->retired_rpcs));
         w->retired_rpcs[w->nretired_rpcs++] = w->rpc;

@@ -17,6 +17,8 @@
 #include "lua/http.h"
 #include "lua/worker.h"
 #include "lua/kafka.h"
+#include "lua/telemetry.h"
+#include "kafka/rpc.h"
 
 static uint64_t now_ms(void)
 {
@@ -71,19 +73,17 @@ static int worker_setup(sy_worker_t *w)
 
 static void worker_teardown(sy_worker_t *w)
 {
-    if (w->loop == NULL)
-        return;
+    if (w->loop == NULL) return;
     sy_http_worker_stop_accepting(&w->http);
+    sy_telemetry_flush(w);
     sy_lua_kafka_worker_stop(w);
-    if (w->app != NULL)
-        sy_app_force_close(w->app);
+    if (w->app != NULL) sy_app_force_close(w->app);
     w->app = NULL;
     sy_lua_kafka_worker_dispose(w);
     /* let h2o finish closing connections (it frees them on the loop) */
     for (int i = 0; i < 10; ++i)
         h2o_evloop_run(w->loop, 0);
-    if (w->http.ctx.loop != NULL)
-        h2o_context_dispose(&w->http.ctx);
+    if (w->http.ctx.loop != NULL) h2o_context_dispose(&w->http.ctx);
     for (size_t i = 0; i < w->ntimeouts; ++i) {
         h2o_timeout_dispose(w->loop, &w->timeouts[i]->timeout);
         free(w->timeouts[i]);
@@ -91,6 +91,41 @@ static void worker_teardown(sy_worker_t *w)
     free(w->timeouts);
     h2o_evloop_destroy(w->loop);
     w->loop = NULL;
+}
+
+/* Readiness and a JSON summary for the admin thread, computed on the loop that owns the handles. */
+static void worker_refresh_state(sy_worker_t *w)
+{
+    char buf[4096], reason[160] = "";
+    size_t off = 0;
+    int ready = w->app != NULL;
+    off += (size_t)snprintf(buf + off, sizeof(buf) - off, "{\"id\":%zu,\"inflight\":%zu,\"consumers\":[", w->id,
+                            w->inflight);
+    for (size_t i = 0; i < w->nconsumers; ++i) {
+        int assigned = w->consumers[i]->consumer != NULL ? sy_kafka_consumer_assigned(w->consumers[i]->consumer) : 0;
+        if (off < sizeof(buf))
+            off += (size_t)snprintf(buf + off, sizeof(buf) - off, "%s{\"group\":\"%s\",\"assigned\":%d}", i ? "," : "",
+                                    w->consumers[i]->group, assigned);
+        if (assigned == 0 && ready) {
+            ready = 0;
+            snprintf(reason, sizeof(reason), "worker %zu: consumer group %s has no partition assigned yet", w->id,
+                     w->consumers[i]->group);
+        }
+    }
+    int replies = w->rpc == NULL || sy_kafka_rpc_ready(w->rpc);
+    if (!replies && ready) {
+        ready = 0;
+        snprintf(reason, sizeof(reason), "worker %zu: no reply partition owned yet", w->id);
+    }
+    if (off < sizeof(buf))
+        snprintf(buf + off, sizeof(buf) - off, "],\"reply_partitions_owned\":%s,\"ready\":%s}",
+                 replies ? "true" : "false", ready ? "true" : "false");
+    pthread_mutex_lock(&w->state_mutex);
+    free(w->state_json);
+    w->state_json = sy_strdup(buf);
+    snprintf(w->ready_reason, sizeof(w->ready_reason), "%s", reason);
+    pthread_mutex_unlock(&w->state_mutex);
+    atomic_store(&w->ready, ready);
 }
 
 /* Called on every loop turn: takes part in a reload that main started. */
@@ -101,8 +136,7 @@ static void worker_poll_reload(sy_worker_t *w)
     if (seq != w->reload_seen) {
         char errbuf[512];
         w->reload_seen = seq;
-        if (w->next_app != NULL)
-            sy_app_release(w->next_app);
+        if (w->next_app != NULL) sy_app_release(w->next_app);
         w->next_app = sy_app_create(host->opts.routes_path, host->opts.scripts_dir, w, errbuf, sizeof(errbuf));
         if (w->next_app == NULL) {
             sy_error("worker", "worker %zu cannot reload %s: %s", w->id, host->opts.routes_path, errbuf);
@@ -157,7 +191,13 @@ static void *worker_main(void *arg)
     while (!atomic_load(&host->stopping)) {
         h2o_evloop_run(w->loop, 50);
         worker_poll_reload(w);
+        uint64_t now = now_ms();
+        if (now - w->state_refreshed_ms >= 200) {
+            w->state_refreshed_ms = now;
+            worker_refresh_state(w);
+        }
     }
+    atomic_store(&w->ready, 0);
     if (w->next_app != NULL) {
         sy_app_release(w->next_app);
         w->next_app = NULL;
@@ -182,9 +222,12 @@ int sy_host_start(sy_host_t *host)
         sy_worker_t *w = sy_calloc(1, sizeof(*w));
         w->host = host;
         w->id = i;
+        w->metrics = sy_metrics_create();
+        pthread_mutex_init(&w->state_mutex, NULL);
         host->workers[i] = w;
         if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
             sy_error("worker", "cannot start worker thread %zu", i);
+            sy_metrics_destroy(w->metrics);
             free(w);
             host->workers[i] = NULL;
             atomic_fetch_add(&host->workers_failed, 1);
@@ -197,12 +240,14 @@ int sy_host_start(sy_host_t *host)
 
 void sy_host_stop(sy_host_t *host)
 {
-    if (atomic_load(&host->stopping) == 0)
-        atomic_store(&host->stopping, 1);
+    if (atomic_load(&host->stopping) == 0) atomic_store(&host->stopping, 1);
     for (size_t i = 0; i < host->nworkers; ++i) {
-        if (host->workers[i] == NULL)
-            continue;
+        if (host->workers[i] == NULL) continue;
         pthread_join(host->workers[i]->thread, NULL);
+        sy_metrics_destroy(host->workers[i]->metrics);
+        pthread_mutex_destroy(&host->workers[i]->state_mutex);
+        free(host->workers[i]->state_json);
+        free(host->workers[i]->telemetry);
         free(host->workers[i]);
     }
     free(host->workers);

@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <h2o.h>
+#include "common/metrics.h"
 #include "http/server.h"
 #include "kafka/kafka.h"
 #include "lua/app.h"
@@ -41,6 +42,11 @@ typedef struct st_sy_host_t {
     atomic_int stopping;       /* 1: graceful shutdown requested */
     atomic_int workers_failed; /* a worker could not start */
     atomic_int workers_ready;
+    sy_metrics_t *metrics; /* process-wide (main thread: reloads) */
+    pthread_mutex_t status_mutex;
+    char last_reload_error[1024];
+    double routes_loaded_at;
+    const char *admin_listen; /* NULL: no admin listener */
     /* reload, two phases: main bumps reload_seq; every worker loads the new routes aside and counts itself in
      * reload_prepared or reload_failed; main then sets reload_commit and reload_decided = reload_seq, and every
      * worker switches (or drops what it loaded) */
@@ -56,7 +62,13 @@ typedef struct {
     h2o_timeout_t timeout;
 } sy_worker_timeout_t;
 
-typedef struct st_sy_worker_consumer_t sy_worker_consumer_t;
+/* One consumer group of the worker's app. */
+typedef struct st_sy_worker_consumer_t {
+    sy_worker_t *worker;
+    char *group;
+    sy_kafka_consumer_t *consumer; /* NULL once stopped (shutdown or removed by a reload) */
+    int paused;
+} sy_worker_consumer_t;
 
 struct st_sy_worker_t {
     sy_host_t *host;
@@ -74,11 +86,22 @@ struct st_sy_worker_t {
     sy_worker_consumer_t **retired; /* consumers of groups a reload removed; freed at shutdown */
     size_t nretired;
     unsigned reload_seen;
-    sy_app_t *next_app; /* loaded by a reload, waiting for the decision */
+    sy_app_t *next_app;             /* loaded by a reload, waiting for the decision */
     sy_worker_timeout_t **timeouts; /* h2o 2.2.5 keeps one list per duration */
     size_t ntimeouts;
     size_t inflight; /* live coroutines of this worker (all app versions) */
     uint64_t requests;
+    sy_metrics_t *metrics;
+    /* request telemetry waiting to be produced as one batch */
+    char **telemetry;
+    size_t ntelemetry;
+    h2o_timeout_entry_t telemetry_timer;
+    /* what the admin thread may read: refreshed on the loop a few times a second */
+    pthread_mutex_t state_mutex;
+    atomic_int ready;
+    char *state_json; /* {"id":..,"consumers":[..],"replies":..} */
+    char ready_reason[160];
+    uint64_t state_refreshed_ms;
 };
 
 /* Starts the workers (each loads the routes itself). Returns 0 when every worker is serving, -1 otherwise. */

@@ -275,6 +275,21 @@ function App:make_env()
     }
   end
 
+  -- Per-request telemetry: one record per request (route, method, status, body length, response time in
+  -- microseconds) produced to `topic` in batches of `batch`, gzip-compressed, off the request's path.
+  local TELEMETRY_OPTS = { topic = true, batch = true, flush_ms = true }
+  function http.telemetry(opts)
+    opts = check_opts(opts, TELEMETRY_OPTS, "http.telemetry")
+    if type(opts.topic) ~= "string" or opts.topic == "" then error("http.telemetry: option 'topic' is required", 2) end
+    local batch, flush_ms = opts.batch or 10, opts.flush_ms or 1000
+    if type(batch) ~= "number" or batch < 1 or batch > 10000 then error("http.telemetry: batch must be 1..10000", 2) end
+    if type(flush_ms) ~= "number" or flush_ms < 10 or flush_ms > 600000 then
+      error("http.telemetry: flush_ms must be 10..600000", 2)
+    end
+    app.telemetry = { topic = opts.topic, batch = math.floor(batch), flush_ms = math.floor(flush_ms) }
+    app:declare_topic(opts.topic, { compression = "gzip" })
+  end
+
   function http.error(status, message, headers)
     error(http_error(status, message, headers), 2)
   end
@@ -605,7 +620,7 @@ function App:handle_message(group, msg)
   if h == nil then
     self:log("error", "no handler for topic %s in group %s; message %d@%d skipped", msg.topic, group,
       msg.partition or -1, msg.offset or -1)
-    return
+    return "unhandled", 0
   end
   msg.headers = msg.headers or {}
   local is_request = h.kind == "reply" and msg.headers.kafka_correlationId ~= nil and msg.headers.kafka_replyTopic ~= nil
@@ -614,8 +629,12 @@ function App:handle_message(group, msg)
     local v, errs = h.body:validate(value)
     if errs ~= nil then
       local reason = "validation failed: " .. table.concat(errs, "; ")
-      if is_request then return self:reply(msg, nil, reason) end
-      return self:send_to_dlq(msg, reason)
+      if is_request then
+        self:reply(msg, nil, reason)
+        return "invalid", 0
+      end
+      self:send_to_dlq(msg, reason)
+      return "dlq", 0
     end
     value = v
   end
@@ -626,23 +645,26 @@ function App:handle_message(group, msg)
     if not ok then
       local id = new_error_id()
       self:log("error", "error_id=%s reply handler %s: %s", id, msg.topic, result.traceback or tostring(result.message))
-      return self:reply(msg, nil, (getmetatable(result) == HttpError) and tostring(result.message) or
+      self:reply(msg, nil, (getmetatable(result) == HttpError) and tostring(result.message) or
         ("internal error " .. id))
+      return "reply_error", 1
     end
-    return self:reply(msg, result)
+    self:reply(msg, result)
+    return "replied", 0
   end
   local attempts = h.retries + 1
   local last
   for attempt = 1, attempts do
     local ok, err = xpcall(h.fn, traceback, m)
-    if ok then return end
+    if ok then return "ok", attempt - 1 end
     last = err.traceback or tostring(err.message or err)
     self:log("error", "handler for %s failed (attempt %d of %d) on %d@%d: %s", msg.topic, attempt, attempts,
       msg.partition or -1, msg.offset or -1, last)
     if attempt < attempts then self.core.sleep(h.backoff_ms * 2 ^ (attempt - 1)) end
   end
   local reason = last and last:match("^[^\n]*") or "handler failed"
-  return self:send_to_dlq(msg, reason)
+  self:send_to_dlq(msg, reason)
+  return "dlq", attempts
 end
 
 -- A summary of what the file declares (switchyard --check).

@@ -1,0 +1,190 @@
+/*
+ * The admin listener; see admin.h. Worker state is read through what each worker publishes (an atomic ready flag and
+ * a JSON summary under its state mutex) and through the metric registries, which are thread-safe by design.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "common/log.h"
+#include "common/mem.h"
+#include "http/server.h"
+#include "lua/admin.h"
+#include "lua/worker.h"
+
+struct st_sy_admin_t {
+    sy_host_t *host;
+    sy_http_server_t server;
+    sy_http_worker_t http;
+    h2o_loop_t *loop;
+    pthread_t thread;
+    atomic_int stop;
+    int fd;
+};
+
+static void send_json(h2o_req_t *req, int status, const char *body)
+{
+    const char *headers[] = {"content-type", "application/json", "cache-control", "no-store"};
+    sy_http_send(req, status, body, strlen(body), headers, 2);
+}
+
+static int readiness(sy_host_t *host, char *reason, size_t size)
+{
+    if (host->workers == NULL || atomic_load(&host->workers_ready) < (int)host->nworkers) {
+        snprintf(reason, size, "workers are starting");
+        return 0;
+    }
+    for (size_t i = 0; i < host->nworkers; ++i) {
+        sy_worker_t *w = host->workers[i];
+        if (!atomic_load(&w->ready)) {
+            pthread_mutex_lock(&w->state_mutex);
+            snprintf(reason, size, "%s", w->ready_reason[0] ? w->ready_reason : "worker starting");
+            pthread_mutex_unlock(&w->state_mutex);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void json_string(char *dst, size_t size, const char *s)
+{
+    size_t o = 0;
+    dst[o++] = '"';
+    for (; s != NULL && *s != '\0' && o + 8 < size; ++s) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            dst[o++] = '\\';
+            dst[o++] = (char)c;
+        } else if (c < 0x20) {
+            o += (size_t)snprintf(dst + o, size - o, "\\u%04x", c);
+        } else {
+            dst[o++] = (char)c;
+        }
+    }
+    dst[o++] = '"';
+    dst[o] = '\0';
+}
+
+static void send_status(sy_admin_t *admin, h2o_req_t *req)
+{
+    sy_host_t *host = admin->host;
+    size_t cap = 8192 + host->nworkers * 4096, off = 0;
+    char *buf = sy_malloc(cap), routes[1100], err[1100], boot[2100];
+    char reason[200];
+    int ready = readiness(host, reason, sizeof(reason));
+
+    pthread_mutex_lock(&host->status_mutex);
+    json_string(err, sizeof(err), host->last_reload_error[0] ? host->last_reload_error : NULL);
+    double loaded_at = host->routes_loaded_at;
+    pthread_mutex_unlock(&host->status_mutex);
+    json_string(routes, sizeof(routes), host->opts.routes_path);
+    json_string(boot, sizeof(boot), host->cluster != NULL ? sy_kafka_cluster_bootstrap(host->cluster) : "");
+    off += (size_t)snprintf(buf + off, cap - off,
+                            "{\"version\":\"%s\",\"routes_file\":%s,\"routes_loaded_at\":%.3f,\"last_reload_error\":%s,"
+                            "\"ready\":%s,\"kafka\":{\"bootstrap\":%s,\"embedded\":%s},\"workers\":[",
+                            SY_VERSION, routes, loaded_at, host->last_reload_error[0] ? err : "null",
+                            ready ? "true" : "false", boot, host->opts.brokers == NULL ? "true" : "false");
+    for (size_t i = 0; i < host->nworkers && host->workers != NULL; ++i) {
+        sy_worker_t *w = host->workers[i];
+        pthread_mutex_lock(&w->state_mutex);
+        const char *state = w->state_json != NULL ? w->state_json : "null";
+        if (off + strlen(state) + 8 < cap) off += (size_t)snprintf(buf + off, cap - off, "%s%s", i ? "," : "", state);
+        pthread_mutex_unlock(&w->state_mutex);
+    }
+    snprintf(buf + off, cap - off, "]}");
+    send_json(req, 200, buf);
+    free(buf);
+}
+
+static void send_metrics(sy_admin_t *admin, h2o_req_t *req)
+{
+    sy_host_t *host = admin->host;
+    size_t n = host->nworkers, inflight = 0, len;
+    sy_metrics_t **regs = sy_calloc(n + 1, sizeof(*regs));
+    regs[0] = host->metrics;
+    for (size_t i = 0; i < n; ++i) {
+        regs[i + 1] = host->workers[i]->metrics;
+        inflight += host->workers[i]->inflight; /* a racy read of a size_t: a gauge, good enough */
+    }
+    sy_metrics_set(host->metrics, "switchyard_workers", "", (double)n);
+    sy_metrics_set(host->metrics, "switchyard_inflight_handlers", "", (double)inflight);
+    char *text = sy_metrics_render(regs, n + 1, &len);
+    const char *headers[] = {"content-type", "text/plain; version=0.0.4; charset=utf-8"};
+    sy_http_send(req, 200, text, len, headers, 1);
+    free(text);
+    free(regs);
+}
+
+static int on_admin_request(void *cookie, h2o_req_t *req)
+{
+    sy_admin_t *admin = cookie;
+    h2o_iovec_t path = req->path_normalized;
+    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) &&
+        !h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))) {
+        sy_http_send_error(req, 405, "the admin listener is read-only", "allow", "GET, HEAD");
+    } else if (h2o_memis(path.base, path.len, H2O_STRLIT("/healthz"))) {
+        send_json(req, 200, "{\"status\":\"ok\"}");
+    } else if (h2o_memis(path.base, path.len, H2O_STRLIT("/readyz"))) {
+        char reason[200], body[400], esc[300];
+        if (readiness(admin->host, reason, sizeof(reason))) {
+            send_json(req, 200, "{\"ready\":true}");
+        } else {
+            json_string(esc, sizeof(esc), reason);
+            snprintf(body, sizeof(body), "{\"ready\":false,\"reason\":%s}", esc);
+            send_json(req, 503, body);
+        }
+    } else if (h2o_memis(path.base, path.len, H2O_STRLIT("/metrics"))) {
+        send_metrics(admin, req);
+    } else if (h2o_memis(path.base, path.len, H2O_STRLIT("/status"))) {
+        send_status(admin, req);
+    } else {
+        sy_http_send_error(req, 404, "admin paths: /healthz /readyz /metrics /status", NULL, NULL);
+    }
+    return 0;
+}
+
+static void *admin_main(void *arg)
+{
+    sy_admin_t *admin = arg;
+    while (!atomic_load(&admin->stop))
+        h2o_evloop_run(admin->loop, 100);
+    return NULL;
+}
+
+sy_admin_t *sy_admin_start(sy_host_t *host, char *errbuf, size_t errbuf_size)
+{
+    int fd = sy_http_listen_exclusive(host->admin_listen, errbuf, errbuf_size);
+    if (fd < 0) return NULL;
+    sy_admin_t *admin = sy_calloc(1, sizeof(*admin));
+    admin->host = host;
+    admin->fd = fd;
+    sy_http_config_t cfg = {.max_body = 1024, .io_timeout_ms = 10000};
+    sy_http_server_init(&admin->server, &cfg, on_admin_request);
+    admin->loop = h2o_evloop_create();
+    sy_http_worker_init(&admin->http, &admin->server, admin->loop, fd, admin);
+    if (pthread_create(&admin->thread, NULL, admin_main, admin) != 0) {
+        snprintf(errbuf, errbuf_size, "cannot start the admin thread");
+        sy_http_worker_dispose(&admin->http);
+        h2o_evloop_destroy(admin->loop);
+        sy_http_server_dispose(&admin->server);
+        free(admin);
+        return NULL;
+    }
+    return admin;
+}
+
+void sy_admin_stop(sy_admin_t *admin)
+{
+    if (admin == NULL) return;
+    atomic_store(&admin->stop, 1);
+    pthread_join(admin->thread, NULL);
+    sy_http_worker_stop_accepting(&admin->http);
+    for (int i = 0; i < 10; ++i)
+        h2o_evloop_run(admin->loop, 0);
+    sy_http_worker_dispose(&admin->http);
+    h2o_evloop_destroy(admin->loop);
+    sy_http_server_dispose(&admin->server);
+    free(admin);
+}
