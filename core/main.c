@@ -46,6 +46,9 @@ static void usage(FILE *out)
             "  --kafka KEY=VALUE       librdkafka property for every Kafka client (repeatable)\n"
             "  --max-body BYTES        largest request body; larger ones get 413 (default 1048576)\n"
             "  --shutdown-timeout S    seconds in-flight work may take after SIGTERM (default 10)\n"
+            "  --lua-memory BYTES      memory limit of each Lua state (default 256m; 0 = none)\n"
+            "  --handler-budget MS     longest a handler may run without yielding before it is stopped (default 1000)\n"
+            "  --unsafe-lua            let the routes file load C modules, use io/os.execute/ffi (default: sandboxed)\n"
             "  --log-level LEVEL       debug, info, warn or error (default info)\n"
             "  --check                 load and validate ROUTES_FILE, print what it declares, exit 0 or 1\n"
             "  --help                  this text\n"
@@ -273,6 +276,9 @@ static void *second_signal_watch(void *arg)
 int main(int argc, char **argv)
 {
     enum {
+        OPT_LUA_MEMORY = 250,
+        OPT_BUDGET,
+        OPT_UNSAFE,
         OPT_ADMIN = 255,
         OPT_LISTEN = 256,
         OPT_WORKERS,
@@ -285,6 +291,9 @@ int main(int argc, char **argv)
     };
     static const struct option long_opts[] = {{"listen", required_argument, NULL, OPT_LISTEN},
                                               {"admin", required_argument, NULL, OPT_ADMIN},
+                                              {"lua-memory", required_argument, NULL, OPT_LUA_MEMORY},
+                                              {"handler-budget", required_argument, NULL, OPT_BUDGET},
+                                              {"unsafe-lua", no_argument, NULL, OPT_UNSAFE},
                                               {"workers", required_argument, NULL, OPT_WORKERS},
                                               {"data-dir", required_argument, NULL, OPT_DATA_DIR},
                                               {"brokers", required_argument, NULL, OPT_BROKERS},
@@ -314,12 +323,34 @@ int main(int argc, char **argv)
     host.metrics = sy_metrics_create();
     pthread_mutex_init(&host.status_mutex, NULL);
     sy_admin_t *admin = NULL;
+    sy_app_limits_t limits = {.memory_limit = (size_t)256 << 20, .slice_budget_ms = 1000};
 
     opterr = 0;
     while ((opt = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
         switch (opt) {
         case OPT_LISTEN:
             o->listen = optarg;
+            break;
+        case OPT_LUA_MEMORY:
+            if (strcmp(optarg, "0") == 0)
+                limits.memory_limit = 0;
+            else if (parse_size(optarg, &limits.memory_limit) != 0 || limits.memory_limit < ((size_t)16 << 20)) {
+                fprintf(stderr, "switchyard: --lua-memory expects a size of at least 16m, or 0\n");
+                goto Exit;
+            }
+            break;
+        case OPT_BUDGET: {
+            char *end;
+            long ms = strtol(optarg, &end, 10);
+            if (*end != '\0' || ms < 0 || ms > 3600000) {
+                fprintf(stderr, "switchyard: --handler-budget expects milliseconds (0 = none)\n");
+                goto Exit;
+            }
+            limits.slice_budget_ms = (uint64_t)ms;
+            break;
+        }
+        case OPT_UNSAFE:
+            limits.unsafe = 1;
             break;
         case OPT_ADMIN:
             host.admin_listen = strcmp(optarg, "off") == 0 ? NULL : optarg;
@@ -397,6 +428,7 @@ int main(int argc, char **argv)
         goto Exit;
     }
     o->scripts_dir = find_scripts_dir();
+    sy_app_configure(&limits);
 
     /* validate the routes file before anything else starts: the same load every worker does */
     if ((app = sy_app_create(o->routes_path, o->scripts_dir, NULL, errbuf, sizeof(errbuf))) == NULL) {

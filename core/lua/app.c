@@ -10,10 +10,83 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/time.h>
+#include <time.h>
 #include "common/log.h"
 #include "common/mem.h"
 #include "lua/app.h"
 #include "lua/primitives.h"
+
+static sy_app_limits_t limits = {.memory_limit = (size_t)256 << 20, .slice_budget_ms = 1000};
+/* when the Lua code running on this thread must have yielded or returned; 0 when nothing is being timed */
+static __thread uint64_t slice_deadline_ns;
+/* the memory limit applies to Lua code (a handler, the routes file loading), never to the host's own bookkeeping
+ * between resumes, which must not fail unprotected */
+static __thread int limit_memory;
+
+void sy_app_configure(const sy_app_limits_t *l)
+{
+    limits = *l;
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void slice_start(void)
+{
+    slice_deadline_ns = limits.slice_budget_ms != 0 ? now_ns() + limits.slice_budget_ms * 1000000ull : 0;
+}
+
+/* The instruction-count hook: a handler that runs too long without yielding gets an error where it stands (it is
+ * then a 500 or a failed handler attempt, like any error). Interpreted code only: runtime.lua keeps the routes
+ * file's functions out of the JIT for this reason. */
+static void budget_hook(lua_State *L, lua_Debug *ar)
+{
+    if (slice_deadline_ns != 0 && now_ns() > slice_deadline_ns) {
+        slice_deadline_ns = 0; /* once: the error handler and the cleanup must be able to run */
+        luaL_error(L, "handler exceeded its time budget of %d ms without yielding", (int)limits.slice_budget_ms);
+    }
+}
+
+/* lua_Alloc with a per-state ceiling: past it an allocation fails and Lua raises "not enough memory". */
+static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    sy_app_t *app = ud;
+    if (nsize == 0) {
+        app->mem_used -= ptr != NULL ? osize : 0;
+        free(ptr);
+        return NULL;
+    }
+    size_t old = ptr != NULL ? osize : 0;
+    if (limit_memory && limits.memory_limit != 0 && nsize > old && app->mem_used + (nsize - old) > limits.memory_limit)
+        return NULL;
+    void *p = realloc(ptr, nsize);
+    if (p != NULL) app->mem_used = app->mem_used - old + nsize;
+    return p;
+}
+
+static int panic_handler(lua_State *L)
+{
+    sy_error("lua", "unprotected Lua error, aborting: %s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+    abort();
+    return 0;
+}
+
+static int full_gc(lua_State *L)
+{
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    return 0;
+}
+
+/* After Lua code ran close to the memory limit: collect now (protected, as finalizers run Lua code), so that the
+ * garbage of a handler that hit the limit does not fail the next one. */
+static void collect_if_needed(sy_app_t *app)
+{
+    if (limits.memory_limit != 0 && app->mem_used > limits.memory_limit / 4 * 3) lua_cpcall(app->L, full_gc, NULL);
+}
 
 static int traceback_handler(lua_State *L)
 {
@@ -239,11 +312,13 @@ sy_app_t *sy_app_create(const char *routes_path, const char *scripts_dir, struct
     app->refcnt = 1;
     h2o_linklist_init_anchor(&app->coroutines);
     app->app_ref = app->handle_http_ref = app->handle_message_ref = LUA_NOREF;
-    if ((L = app->L = luaL_newstate()) == NULL) {
+    if ((L = app->L = lua_newstate(limited_alloc, app)) == NULL) {
         snprintf(errbuf, errbuf_size, "cannot create a Lua state");
         goto Error;
     }
+    lua_atpanic(L, panic_handler);
     luaL_openlibs(L);
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, 10000);
     set_package_paths(L, scripts_dir, routes_path);
     seed_random(L);
 
@@ -252,6 +327,18 @@ sy_app_t *sy_app_create(const char *routes_path, const char *scripts_dir, struct
     lua_pushstring(L, "switchyard.runtime");
     if (protected_call(L, 1, 1, errbuf, errbuf_size) != 0) goto Error;
     int runtime = lua_gettop(L);
+
+    if (!limits.unsafe) {
+        char dir[1024];
+        const char *slash = strrchr(routes_path, '/');
+        if (slash == NULL)
+            snprintf(dir, sizeof(dir), ".");
+        else
+            snprintf(dir, sizeof(dir), "%.*s", (int)(slash - routes_path), routes_path);
+        lua_getfield(L, runtime, "sandbox");
+        lua_pushstring(L, dir);
+        if (protected_call(L, 1, 0, errbuf, errbuf_size) != 0) goto Error;
+    }
 
     /* app = runtime.load(core, routes_path) */
     lua_getfield(L, runtime, "load"); /* runtime load */
@@ -353,8 +440,14 @@ void sy_co_resume(sy_co_t *co, int nargs)
 {
     sy_app_t *app = co->app;
     sy_co_t *saved = app->running;
+    uint64_t saved_deadline = slice_deadline_ns;
     app->running = co;
+    slice_start();
+    int saved_limit = limit_memory;
+    limit_memory = 1;
     int rc = lua_resume(co->L, nargs);
+    limit_memory = saved_limit;
+    slice_deadline_ns = saved_deadline;
     app->running = saved;
     if (rc == LUA_YIELD) return;
     if (rc == 0) {
@@ -369,6 +462,7 @@ void sy_co_resume(sy_co_t *co, int nargs)
     h2o_linklist_unlink(&co->link);
     luaL_unref(app->L, LUA_REGISTRYINDEX, co->ref);
     free(co);
+    collect_if_needed(app);
     sy_app_release(app);
 }
 

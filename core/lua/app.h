@@ -8,6 +8,7 @@
 #define SY_LUA_APP_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <lua.h>
 #include <h2o.h>
 #include "http/router.h"
@@ -54,6 +55,7 @@ typedef struct st_sy_app_t {
     sy_co_t *running;          /* the coroutine being resumed, if any */
     h2o_linklist_t coroutines; /* every live coroutine (sy_co_t.link) */
     double loaded_at;          /* unix time */
+    size_t mem_used;           /* bytes allocated by the Lua state */
     char *summary;             /* App:describe(), for --check and /status */
     char **reply_topics;       /* "<topic>.reply" topics kafka.request reads from */
     size_t nreply_topics;
@@ -63,6 +65,14 @@ typedef struct st_sy_app_t {
     char **module_files; /* Lua modules the routes file required (watched for reload) */
     size_t nmodule_files;
 } sy_app_t;
+
+/* Process-wide limits for every Lua state; set once by main before any app is created (defaults otherwise). */
+typedef struct {
+    size_t memory_limit;      /* bytes per Lua state; 0 = unlimited (default 256 MiB) */
+    uint64_t slice_budget_ms; /* longest a handler may run without yielding; 0 = unlimited (default 1000 ms) */
+    int unsafe;               /* 1: no sandbox (C modules, io, os.execute, ffi available to the routes file) */
+} sy_app_limits_t;
+void sy_app_configure(const sy_app_limits_t *limits);
 
 /* Creates a Lua state, loads the runtime from `scripts_dir` and the routes file into it, and compiles the routes.
  * `worker` may be NULL (a check: primitives that need a worker raise if called). Returns NULL with a message

@@ -12,6 +12,8 @@
 
 local cjson = require("cjson")
 local dto = require("switchyard.dto")
+-- kept as locals: the sandbox removes them from the routes file's reach, not from ours
+local debug, jit, setfenv, loadfile = debug, jit, setfenv, loadfile
 
 local M = {}
 
@@ -186,6 +188,9 @@ function M.load(core, path, options)
   local chunk, err = loadfile(path)
   if not chunk then error(err, 0) end
   setfenv(chunk, app.env)
+  -- the routes file's own functions (its handlers) run in LuaJIT's interpreter, where the host's instruction-count
+  -- hook can stop a runaway handler; compiled traces never call hooks. Libraries (dto, runtime, modules) stay JIT-ed.
+  if jit then jit.off(chunk, true) end
   local before = {}
   for name in pairs(package.loaded) do before[name] = true end
   chunk()
@@ -501,6 +506,8 @@ function App:render(status, body, headers)
 end
 
 function App:render_error(e, req)
+  if type(e) ~= "table" then e = { message = tostring(e) } end -- out of memory arrives as a bare string
+  if e.message == "not enough memory" then collectgarbage() end -- the failed handler's garbage, before we allocate
   if getmetatable(e) == HttpError then
     local hs = flatten_headers(e.headers, { "content-type", "application/json" })
     return e.status, error_json(e.status, e.message), hs
@@ -643,6 +650,7 @@ function App:handle_message(group, msg)
   if is_request then
     local ok, result = xpcall(h.fn, traceback, m)
     if not ok then
+      if type(result) ~= "table" then result = { message = tostring(result) } end
       local id = new_error_id()
       self:log("error", "error_id=%s reply handler %s: %s", id, msg.topic, result.traceback or tostring(result.message))
       self:reply(msg, nil, (getmetatable(result) == HttpError) and tostring(result.message) or
@@ -657,7 +665,8 @@ function App:handle_message(group, msg)
   for attempt = 1, attempts do
     local ok, err = xpcall(h.fn, traceback, m)
     if ok then return "ok", attempt - 1 end
-    last = err.traceback or tostring(err.message or err)
+    if type(err) ~= "table" then err = { message = tostring(err) } end
+    last = err.traceback or tostring(err.message)
     self:log("error", "handler for %s failed (attempt %d of %d) on %d@%d: %s", msg.topic, attempt, attempts,
       msg.partition or -1, msg.offset or -1, last)
     if attempt < attempts then self.core.sleep(h.backoff_ms * 2 ^ (attempt - 1)) end
@@ -691,6 +700,38 @@ function App:describe()
       t.compression and (", " .. t.compression) or "")
   end
   return table.concat(lines, "\n")
+end
+
+-- Takes from this Lua state what a routes file has no business with: native code (C modules, ffi, package.loadlib),
+-- processes (os.execute, os.exit), the filesystem outside `routes_dir` (io is removed; loadfile and dofile only
+-- read Lua files under routes_dir), and the debug library. `switchyard --unsafe-lua` skips this. Call it after the
+-- runtime is loaded (cjson is in already) and before the routes file.
+function M.sandbox(routes_dir)
+  local real_loadfile = loadfile
+  local prefix = routes_dir:gsub("/+$", "") .. "/"
+  local function inside(path)
+    if type(path) ~= "string" or path:find("%.%.") or path:find("%z") then return false end
+    if path:sub(1, 1) ~= "/" then return true end -- relative to the working directory is the routes dir's business
+    return path:sub(1, #prefix) == prefix
+  end
+  _G.loadfile = function(path, ...)
+    if not inside(path) then return nil, "loadfile: " .. tostring(path) .. " is outside the routes directory" end
+    return real_loadfile(path, ...)
+  end
+  _G.dofile = function(path)
+    local f, err = _G.loadfile(path)
+    if not f then error(err, 2) end
+    return f()
+  end
+  _G.io = nil
+  _G.debug = nil
+  local os = _G.os
+  _G.os = { time = os.time, clock = os.clock, date = os.date, difftime = os.difftime, getenv = os.getenv }
+  package.loadlib = nil
+  package.cpath = ""
+  package.loaders[3], package.loaders[4] = nil, nil -- the C and all-in-one C loaders
+  package.loaded.ffi, package.preload.ffi = nil, nil
+  package.loaded.io, package.loaded.debug, package.loaded.os = nil, nil, _G.os
 end
 
 M.App = App
