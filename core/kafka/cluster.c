@@ -236,6 +236,19 @@ Exit:
     return err;
 }
 
+/* 1 when the cluster's metadata lists `topic`, 0 when not, -1 when the metadata could not be had. Asking for all
+ * topics (not the one topic) does not trigger a broker's automatic topic creation. */
+static int topic_exists(rd_kafka_t *rk, const char *topic)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    if (rd_kafka_metadata(rk, 1, NULL, &md, ADMIN_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR) return -1;
+    int found = 0;
+    for (int i = 0; i < md->topic_cnt && !found; ++i)
+        found = strcmp(md->topics[i].topic, topic) == 0 && md->topics[i].err == RD_KAFKA_RESP_ERR_NO_ERROR;
+    rd_kafka_metadata_destroy(md);
+    return found;
+}
+
 static int ensure_on_cluster(sy_kafka_cluster_t *cluster, const char *topic, int partitions)
 {
     char errbuf[512];
@@ -247,6 +260,11 @@ static int ensure_on_cluster(sy_kafka_cluster_t *cluster, const char *topic, int
     if (sy_kafka_cluster_apply_props(cluster, conf, errbuf, sizeof(errbuf)) != 0) goto Exit;
     if ((rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errbuf, sizeof(errbuf))) == NULL) goto Exit;
     conf = NULL;
+    if (topic_exists(rk, topic) == 1) {
+        sy_debug("kafka", "topic %s exists", topic);
+        ret = 0;
+        goto Exit;
+    }
     err = create_topic(rk, topic, partitions, -1, errbuf, sizeof(errbuf));
     /* a broker older than 2.4 does not know "the default replication factor" */
     if (err == RD_KAFKA_RESP_ERR_INVALID_REPLICATION_FACTOR || err == RD_KAFKA_RESP_ERR_INVALID_REQUEST ||

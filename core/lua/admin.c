@@ -117,10 +117,43 @@ static void send_metrics(sy_admin_t *admin, h2o_req_t *req)
     free(regs);
 }
 
+/* POST /faults/brokers/<id>/down|up (embedded broker, --fault-injection only): for tests of broker outages. */
+static void handle_fault(sy_admin_t *admin, h2o_req_t *req)
+{
+    h2o_iovec_t path = req->path_normalized;
+    rd_kafka_mock_cluster_t *mock = admin->host->cluster ? sy_kafka_cluster_mock(admin->host->cluster) : NULL;
+    char buf[64];
+    int id;
+    char what[8];
+    if (!admin->host->fault_injection || mock == NULL) {
+        sy_http_send_error(req, 403, "fault injection needs --fault-injection and the embedded broker", NULL, NULL);
+        return;
+    }
+    snprintf(buf, sizeof(buf), "%.*s", (int)(path.len < 63 ? path.len : 63), path.base);
+    if (sscanf(buf, "/faults/brokers/%d/%7s", &id, what) != 2 ||
+        (strcmp(what, "down") != 0 && strcmp(what, "up") != 0)) {
+        sy_http_send_error(req, 404, "expected /faults/brokers/<id>/down or /up", NULL, NULL);
+        return;
+    }
+    rd_kafka_resp_err_t err =
+        strcmp(what, "down") == 0 ? rd_kafka_mock_broker_set_down(mock, id) : rd_kafka_mock_broker_set_up(mock, id);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        sy_http_send_error(req, 400, rd_kafka_err2str(err), NULL, NULL);
+        return;
+    }
+    sy_warn("admin", "fault injection: embedded broker %d set %s", id, what);
+    send_json(req, 200, "{\"ok\":true}");
+}
+
 static int on_admin_request(void *cookie, h2o_req_t *req)
 {
     sy_admin_t *admin = cookie;
     h2o_iovec_t path = req->path_normalized;
+    if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST")) && path.len > 8 &&
+        memcmp(path.base, "/faults/", 8) == 0) {
+        handle_fault(admin, req);
+        return 0;
+    }
     if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) &&
         !h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))) {
         sy_http_send_error(req, 405, "the admin listener is read-only", "allow", "GET, HEAD");

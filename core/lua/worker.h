@@ -47,6 +47,7 @@ typedef struct st_sy_host_t {
     char last_reload_error[1024];
     double routes_loaded_at;
     const char *admin_listen; /* NULL: no admin listener */
+    int fault_injection;      /* --fault-injection: the admin listener may take embedded brokers down */
     /* reload, two phases: main bumps reload_seq; every worker loads the new routes aside and counts itself in
      * reload_prepared or reload_failed; main then sets reload_commit and reload_decided = reload_seq, and every
      * worker switches (or drops what it loaded) */
