@@ -77,6 +77,7 @@ static void worker_teardown(sy_worker_t *w)
     sy_http_worker_stop_accepting(&w->http);
     sy_telemetry_flush(w);
     sy_lua_kafka_worker_stop(w);
+    sy_telemetry_flush(w); /* records of requests that finished during the stop: counted as dropped, freed */
     if (w->app != NULL) sy_app_force_close(w->app);
     w->app = NULL;
     sy_lua_kafka_worker_dispose(w);
@@ -205,6 +206,8 @@ static void *worker_main(void *arg)
 
     /* graceful drain: no new connections; in-flight handlers run to completion up to the deadline */
     sy_http_worker_stop_accepting(&w->http);
+    /* keep-alive connections: idle ones close now, busy ones after their current response ("connection: close") */
+    h2o_context_request_shutdown(&w->http.ctx);
     sy_lua_kafka_worker_pause(w);
     uint64_t deadline = now_ms() + host->opts.shutdown_timeout_ms;
     while (w->inflight != 0 && now_ms() < deadline && atomic_load(&host->stopping) < 2)
