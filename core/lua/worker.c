@@ -71,6 +71,14 @@ static int worker_setup(sy_worker_t *w)
     return 0;
 }
 
+static int context_idle(h2o_context_t *ctx)
+{
+    return ctx->loop == NULL ||
+           (h2o_linklist_is_empty(&ctx->zero_timeout._entries) && h2o_linklist_is_empty(&ctx->one_sec_timeout._entries) &&
+            h2o_linklist_is_empty(&ctx->http1.req_timeout._entries) &&
+            h2o_linklist_is_empty(&ctx->http2.idle_timeout._entries));
+}
+
 static void worker_teardown(sy_worker_t *w)
 {
     if (w->loop == NULL) return;
@@ -84,6 +92,16 @@ static void worker_teardown(sy_worker_t *w)
     /* let h2o finish closing connections (it frees them on the loop) */
     for (int i = 0; i < 10; ++i)
         h2o_evloop_run(w->loop, 0);
+    /* h2o asserts that nothing waits on the context's timeouts when it is disposed: connections still closing
+     * (or a client that keeps one open) must be given the time to go, boundedly */
+    uint64_t until = now_ms() + 2000;
+    while (!context_idle(&w->http.ctx) && now_ms() < until)
+        h2o_evloop_run(w->loop, 10);
+    if (!context_idle(&w->http.ctx)) {
+        sy_warn("worker", "worker %zu: connections still open at exit; their memory is left to the OS", w->id);
+        w->loop = NULL;
+        return;
+    }
     if (w->http.ctx.loop != NULL) h2o_context_dispose(&w->http.ctx);
     for (size_t i = 0; i < w->ntimeouts; ++i) {
         h2o_timeout_dispose(w->loop, &w->timeouts[i]->timeout);
