@@ -24,7 +24,10 @@
 --   on demand. Store: the LMDB semantics (byte-ordered keys, put_new, decimal counters, scan limits).
 --
 -- Like the real binary, which first loads a routes file with no worker to validate it (main.c), a routes file
--- cannot use the store, emit or wait while it loads.
+-- cannot use the store, emit or wait while it loads. It also sees the globals the binary's sandbox leaves
+-- (runtime.sandbox: no io, debug, C modules or ffi, a reduced os; testing.load(path, { unsafe_lua = true }) is
+-- --unsafe-lua), handlers that run too long without yielding are stopped like --handler-budget does (1000 ms of CPU
+-- by default), and http.telemetry records are produced like core/lua/telemetry.c does.
 
 local runtime = require("switchyard.runtime")
 local cjson = require("cjson")
@@ -298,6 +301,33 @@ function Harness:_check_handler(what)
   if co == nil or co ~= self.running then error(not_in_handler(what), 0) end
 end
 
+-- core/lua/app.c budget_hook: a handler that runs too long without yielding gets an error where it stands. The
+-- budget is CPU time here (os.clock), wall time in the binary. LuaJIT's hooks are global, so it is set only while a
+-- handler's coroutine runs, and not at all when another hook (a coverage tool) is active.
+local budget = { deadline = nil, ms = 0 }
+local function budget_hook()
+  if budget.deadline ~= nil and os.clock() > budget.deadline then
+    budget.deadline = nil -- once: the error handler and the cleanup must be able to run
+    error(format("handler exceeded its time budget of %d ms without yielding", budget.ms), 2)
+  end
+end
+
+-- Resumes co with the time budget armed (a "slice" in app.c's words).
+function Harness:_resume(co, args)
+  local use = self.budget_ms > 0 and debug.gethook() == nil
+  local saved_deadline, saved_ms = budget.deadline, budget.ms
+  if use then
+    budget.deadline, budget.ms = os.clock() + self.budget_ms / 1000, self.budget_ms
+    debug.sethook(co, budget_hook, "", 1000)
+  end
+  local res = pack(coroutine.resume(co, unpack(args, 1, args.n)))
+  if use then
+    debug.sethook(co)
+    budget.deadline, budget.ms = saved_deadline, saved_ms
+  end
+  return res
+end
+
 -- Runs fn(...) as a handler coroutine to completion, performing every wait at once (virtual time).
 -- Returns true, { n =, results... } or false, message-with-traceback.
 function Harness:_run(fn, ...)
@@ -307,7 +337,7 @@ function Harness:_run(fn, ...)
   while true do
     local saved = self.running
     self.running = co
-    local res = pack(coroutine.resume(co, unpack(args, 1, args.n)))
+    local res = self:_resume(co, args)
     self.running = saved
     if not res[1] then
       return false, debug.traceback(co, tostring(res[2]))
@@ -400,12 +430,16 @@ end
 function Harness:_handle_message(group, rec)
   local msg = { topic = rec.topic, partition = rec.partition, offset = rec.offset, key = rec.key, value = rec.value,
                 headers = copy(rec.headers) }
-  local ok, err = self:_run(App.handle_message, self.app, group, msg)
+  local ok, res = self:_run(App.handle_message, self.app, group, msg)
   if not ok then
     -- the C host logs this and commits the offset; in a test it is a bug worth failing on
     error(format("group %s: message %s/%d@%d failed outside its handler: %s", group, rec.topic, rec.partition,
-      rec.offset, err), 0)
+      rec.offset, res), 0)
   end
+  -- App.handle_message's outcome ("ok", "dlq", "replied", ...) and failed attempts, as kafka.c counts them
+  local handled = { topic = rec.topic, group = group, outcome = res[1], failures = tonumber(res[2]) or 0 }
+  self.handled[#self.handled + 1] = handled
+  return handled
 end
 
 local function reply_headers(corr, extra)
@@ -431,10 +465,10 @@ function Harness:_scripted_reply(reply, reply_topic, corr, timeout)
 end
 
 -- core.request: a NestJS request on `topic`, answered in process. Returns raw_value, headers on a reply (the value
--- may be nil: the replier answered null), or reason, nil on a failure ("timeout", "delivery failed: ...").
+-- may be nil: the replier answered null), or reason, nil on a failure ("timeout", "request failed: ...").
 function Harness:_request(topic, value, key, headers, timeout)
   local failure = self:_take_failure(topic)
-  if failure then return "delivery failed: " .. failure, nil end
+  if failure then return "request failed: " .. failure, nil end -- kafka/rpc.c: the request's delivery report
   self.correlations = self.correlations + 1
   local corr = format("%08x-0000-4000-8000-%012x", self.id, self.correlations)
   local reply_topic = topic .. ".reply"
@@ -501,7 +535,7 @@ local function parse_int64(s)
   local digits = s:gsub("^%-", "")
   if #digits > 19 then return nil end
   local n = tonumber(s)
-  if n > INT64_MAX - 1 or n < -INT64_MAX then return nil end
+  if n >= INT64_MAX or n < -INT64_MAX then return nil end
   return n
 end
 
@@ -587,15 +621,28 @@ function M.new_core(h)
     end)
   end
 
-  -- rpc.c request(topic, value|nil, key|nil, headers|nil, timeout_ms) -> raw_value|nil, headers | reason, nil
+  -- rpc.c sy_lua_rpc_request(topic, value|nil, key|nil, headers|nil, timeout_ms)
+  --   -> raw_value|nil, headers | reason, nil
   function core.request(...)
     local a = pack(...)
     local topic = check_string("request", a, 1)
     local value = opt_string("request", a, 2)
     local key = opt_string("request", a, 3)
+    local timeout = check_number("request", a, 5)
     local headers = read_headers("request", a, 4)
-    local timeout = opt_number("request", a, 5, 5000)
+    if timeout < 1 or timeout > 3600 * 1000 then argerror("request", 5, "timeout must be between 1 ms and 1 hour") end
     h:_check_handler("kafka.request")
+    -- a worker has a request-reply instance only when its app declares reply topics, and it sends requests only
+    -- to topics whose TOPIC.reply is one of them
+    local reply_topics = h.app and h.app.reply_topics or {}
+    if #reply_topics == 0 then return "request-reply is not available (shutting down)", nil end
+    local declared = false
+    for _, t in ipairs(reply_topics) do
+      if t == topic .. ".reply" then declared = true end
+    end
+    if not declared then
+      return format('no reply topic for %s: declare kafka.topic("%s", { replies = true })', topic, topic), nil
+    end
     return h:_wait(function() return h:_request(topic, value, key, headers, timeout) end)
   end
 
@@ -803,10 +850,77 @@ function Harness:_match(method, path)
   return nil, "not found"
 end
 
+-- The standard globals of a LuaJIT state (luaL_openlibs), without what busted adds to this process.
+local STD_GLOBALS = {
+  "_VERSION", "bit", "collectgarbage", "coroutine", "error", "gcinfo", "getfenv", "getmetatable", "ipairs", "jit",
+  "load", "loadstring", "math", "module", "newproxy", "next", "package", "pairs", "pcall", "print", "rawequal",
+  "rawget", "rawset", "select", "setfenv", "setmetatable", "string", "table", "tonumber", "tostring", "type",
+  "unpack", "xpcall",
+}
+
+-- LuaJIT's own assert (busted replaces the global one): the message gets the caller's position.
+local function lua_assert(v, msg, ...)
+  if v then return v, msg, ... end
+  if msg == nil then error("assertion failed!", 2) end
+  if type(msg) == "string" or type(msg) == "number" then error(msg, 2) end
+  error(msg, 0)
+end
+
+-- What a routes file sees as its globals in the binary: a fresh state's standard library, reduced by
+-- runtime.sandbox(routes_dir) unless --unsafe-lua. Its modules are looked up in routes_dir, like app.c's
+-- package.path does.
+local function globals_for(routes_dir, unsafe)
+  local g = {}
+  for _, k in ipairs(STD_GLOBALS) do g[k] = _G[k] end
+  g.assert = lua_assert
+  g._G = g
+  local function with_routes_path(fn, ...)
+    local saved = package.path
+    package.path = routes_dir .. "/?.lua;" .. routes_dir .. "/?/init.lua;" .. saved
+    local res = pack(pcall(fn, ...))
+    package.path = saved
+    if not res[1] then error(res[2], 0) end
+    return unpack(res, 2, res.n)
+  end
+  if unsafe then
+    g.io, g.debug, g.os, g.loadfile, g.dofile = io, debug, os, loadfile, dofile
+    g.require = function(name) return with_routes_path(require, name) end
+    return g
+  end
+  local prefix = routes_dir:gsub("/+$", "") .. "/"
+  local function inside(p)
+    if type(p) ~= "string" or p:find("..", 1, true) or p:find("%z") then return false end
+    if p:sub(1, 1) ~= "/" then return true end
+    return p:sub(1, #prefix) == prefix
+  end
+  g.loadfile = function(p)
+    if not inside(p) then return nil, "loadfile: " .. tostring(p) .. " is outside the routes directory" end
+    return loadfile(p)
+  end
+  g.dofile = function(p)
+    local f, err = g.loadfile(p)
+    if not f then error(err, 2) end
+    return f()
+  end
+  g.os = { time = os.time, clock = os.clock, date = os.date, difftime = os.difftime, getenv = os.getenv }
+  g.require = function(name)
+    if name == "os" then return g.os end
+    local found = type(name) == "string" and (package.loaded[name] ~= nil or package.preload[name] ~= nil
+      or package.searchpath(name, routes_dir .. "/?.lua;" .. routes_dir .. "/?/init.lua;" .. package.path) ~= nil)
+    if not found or name == "ffi" or name == "io" or name == "debug" then
+      error(format("module '%s' not found (the routes file is sandboxed: no C modules, ffi, io or debug; "
+        .. "see --unsafe-lua)", tostring(name)), 2)
+    end
+    return with_routes_path(require, name)
+  end
+  return g
+end
+
 -- testing.load(path, opts) -> harness. Raises "file:line: message" when the file does not load (like --check).
 -- opts: max_body (bytes, default 1 MiB, as --max-body), stores (another harness's app.stores: share the durable
 -- store, as after a restart), clock (start of the virtual clock, ms), print_logs (echo logs to stderr; also
--- SWITCHYARD_TEST_LOGS=1), max_waits (guard against a handler that waits forever, default 10000).
+-- SWITCHYARD_TEST_LOGS=1), max_waits (guard against a handler that waits forever, default 10000),
+-- handler_budget_ms (as --handler-budget, default 1000, 0 = none), unsafe_lua (as --unsafe-lua).
 function M.load(path, opts)
   opts = opts or {}
   next_harness_id = next_harness_id + 1
@@ -816,10 +930,14 @@ function M.load(path, opts)
     opts = opts,
     max_body = opts.max_body or 1048576,
     max_waits = opts.max_waits or 10000,
+    budget_ms = opts.handler_budget_ms or 1000,
     print_logs = opts.print_logs or os.getenv("SWITCHYARD_TEST_LOGS") == "1",
     clock = opts.clock or 1000000,
     emitted = {},     -- every record the app produced, in order
     delivered = {},   -- every record handed to a handler by app:deliver
+    handled = {},     -- { topic, group, outcome, failures } per record a handler took (App.handle_message)
+    telemetry = {},   -- http.telemetry records not produced yet
+    wall_start = os.time() * 1000,
     logs = {},        -- { level =, message =, module = }
     sleeps = {},      -- every virtual sleep, in ms
     stores = opts.stores or {},
@@ -834,16 +952,24 @@ function M.load(path, opts)
   }, Harness)
   h.core = M.new_core(h)
 
-  -- like the C host: the routes file's directory is on package.path, and each load gets fresh copies of the
-  -- modules it requires (a new Lua state in the binary)
+  -- like the C host: the routes file's directory is on package.path, the file sees the sandbox's globals, and each
+  -- load gets fresh copies of the modules it requires (a new Lua state in the binary)
   local dir = path:match("^(.*)/[^/]*$") or "."
+  local globals = globals_for(dir, opts.unsafe_lua)
   local saved_path = package.path
   local before = {}
   for k in pairs(package.loaded) do before[k] = true end
   package.path = dir .. "/?.lua;" .. dir .. "/?/init.lua;" .. package.path
+  local real_new = runtime.new
+  runtime.new = function(...)
+    local a = real_new(...)
+    setmetatable(a.env, { __index = globals })
+    return a
+  end
   h.loading = true
   local ok, app = pcall(runtime.load, h.core, path)
   h.loading = false
+  runtime.new = real_new
   package.path = saved_path
   for k in pairs(package.loaded) do
     if not before[k] then package.loaded[k] = nil end
@@ -890,7 +1016,11 @@ function Harness:request(method, target, opts)
   if raw_path == nil then raw_path = target end
   if opts.query ~= nil then
     local q = type(opts.query) == "table" and encode_query(opts.query) or tostring(opts.query)
-    if qs ~= nil and qs ~= "" then qs = qs .. "&" .. q else qs = q end
+    if qs ~= nil and qs ~= "" then
+      if q ~= "" then qs = qs .. "&" .. q end
+    elseif q ~= "" or qs ~= nil then
+      qs = q
+    end
   end
   local headers = {}
   for k, v in pairs(opts.headers or {}) do
@@ -918,17 +1048,23 @@ function Harness:request(method, target, opts)
       { "content-type", "text/plain; charset=utf-8", "connection", "close" })
   end
 
+  self:_tick()
+  local start = self.clock
+  local body_len = body and #body or 0
   local path = normalize_path(raw_path)
   local id, params, allowed = self:_match(method, path)
   if id == nil and params == "not found" then
+    self:_account("unmatched", method, 404, body_len, start, nil)
     local shown = #path > 200 and path:sub(1, 200) or path
     return self:_response(method, error_response(404, format("Cannot %s %s", method:sub(1, 16), shown)))
   elseif id == nil then
+    self:_account("unmatched", method, 405, body_len, start, nil)
     return self:_response(method, error_response(405, format("method %s is not allowed here", method:sub(1, 16)),
       "allow", format_methods(allowed)))
   end
   local route = self.app.routes[id]
   if route.static then
+    self:_account(route.path, method, route.static.status, body_len, start, nil)
     return self:_response(method, route.static.status, route.static.body, route.static.headers)
   end
 
@@ -945,6 +1081,7 @@ function Harness:request(method, target, opts)
   if not ok then
     -- core/lua/http.c on_http_done: the runtime failed outside the handler
     self:_log("error", format("request %s failed outside the handler: %s", request_id, res), "http")
+    self:_account(route.path, method, 500, body_len, start, request_id)
     local status, text, hs = error_response(500, "Internal Server Error", "x-request-id", request_id)
     local r = self:_response(method, status, text, hs)
     r.failure = res
@@ -952,6 +1089,7 @@ function Harness:request(method, target, opts)
   end
   local status = tonumber(res[1]) or 0
   status = status >= 0 and math.floor(status) or math.ceil(status)
+  self:_account(route.path, method, status, body_len, start, request_id)
   local text = res[2]
   if type(text) == "number" then text = tostring(text) elseif type(text) ~= "string" then text = "" end
   local hs = {}
@@ -1003,6 +1141,49 @@ function Harness:put(path, body, opts) return self:request("PUT", path, with_bod
 function Harness:patch(path, body, opts) return self:request("PATCH", path, with_body(body, opts)) end
 
 ---------------------------------------------------------------------------------------------------------------
+-- http.telemetry (core/lua/telemetry.c): one JSON record per answered request, produced in batches.
+
+-- Produces what is buffered: no key, no headers, not waited; a refused record is dropped (and counted in C).
+function Harness:flush_telemetry()
+  local t = self.app.telemetry
+  local buffered = self.telemetry
+  self.telemetry, self.telemetry_deadline = {}, nil
+  for _, rec in ipairs(buffered) do
+    local failure = t and self:_take_failure(t.topic)
+    if failure then
+      self:_log("debug", "a record was not delivered: " .. failure, "telemetry")
+    elseif t then
+      self:_record(t.topic, nil, nil, rec, nil)
+    end
+  end
+  return #buffered
+end
+
+-- The flush timer: a partial batch leaves flush_ms after its first record (checked when the test does something).
+function Harness:_tick()
+  if self.telemetry_deadline ~= nil and self.clock >= self.telemetry_deadline then self:flush_telemetry() end
+end
+
+-- sy_telemetry_record(): route and method reduced to a safe character set, the request body's length, the time
+-- the request took on the virtual clock, the wall clock of the harness.
+function Harness:_account(route, method, status, body_len, start, request_id)
+  local t = self.app.telemetry
+  if t == nil then return end
+  local m = method:gsub("[^A-Za-z]", ""):sub(1, 16)
+  local r = route:gsub('[%z\1-\31"\\]', ""):sub(1, 199)
+  local now = self.wall_start + (self.clock - (self.opts.clock or 1000000))
+  local rec = format('{"route":"%s","method":"%s","status":%d,"bodyLength":%d,"durationUs":%d,"requestId":"%s",'
+    .. '"ts":%d}', r, m, status, body_len, math.floor((self.clock - start) * 1000), request_id or "", now)
+  if #rec >= 512 then return end
+  self.telemetry[#self.telemetry + 1] = rec
+  if #self.telemetry >= t.batch then
+    self:flush_telemetry()
+  elseif self.telemetry_deadline == nil then
+    self.telemetry_deadline = self.clock + t.flush_ms
+  end
+end
+
+---------------------------------------------------------------------------------------------------------------
 -- Kafka.
 
 -- The records produced to `topic` (every record when topic is nil), in order. Each record: { topic, key, value
@@ -1022,7 +1203,7 @@ end
 
 -- Forgets the records and logs seen so far (the store is kept).
 function Harness:clear()
-  self.emitted, self.logs, self.sleeps, self.delivered = {}, {}, {}, {}
+  self.emitted, self.logs, self.sleeps, self.delivered, self.handled = {}, {}, {}, {}, {}
 end
 
 local function to_value(value)
@@ -1033,9 +1214,12 @@ end
 -- Hands a record to the handlers declared for `topic` (all the groups that consume it, or opts.group) and runs them
 -- to completion: validation, retries with (virtual) backoff, DLQ, replies. value: the raw record value (a string),
 -- or a table/number/boolean serialized the NestJS way. opts: key, headers, group, partition.
--- Returns the records the handlers produced meanwhile.
+-- Returns the records the handlers produced meanwhile, then the outcome App.handle_message reported ("ok", "dlq",
+-- "replied", "invalid", "reply_error", "unhandled") and its count of failed attempts (for the last group; every
+-- group's is in app.handled).
 function Harness:deliver(topic, value, opts)
   opts = opts or {}
+  self:_tick()
   local groups
   if opts.group ~= nil then
     groups = { opts.group }
@@ -1052,16 +1236,18 @@ function Harness:deliver(topic, value, opts)
   rec.json = try_decode(rec.value)
   self.delivered[#self.delivered + 1] = rec
   local mark = #self.emitted
-  for _, group in ipairs(groups) do self:_handle_message(group, rec) end
+  local handled
+  for _, group in ipairs(groups) do handled = self:_handle_message(group, rec) end
   local out = {}
   for i = mark + 1, #self.emitted do out[#out + 1] = self.emitted[i] end
-  return out
+  return out, handled.outcome, handled.failures
 end
 
 -- Delivers every produced record to the groups that consume its topic and have not seen it yet, including the
 -- records those handlers produce, until nothing is left (requests answered in process are not redelivered).
 -- Returns the number of deliveries.
 function Harness:pump()
+  self:_tick()
   local n, i = 0, 1
   while i <= #self.emitted do
     local rec = self.emitted[i]
@@ -1090,7 +1276,8 @@ function Harness:on_request(topic, responder)
 end
 
 -- Makes the broker refuse records to `topic` (every topic when nil): emit answers nil, "delivery failed: <reason>",
--- 1 and kafka.request fails with the same reason. times: only the next `times` records (default: until cleared).
+-- 1, and kafka.request answers nil, "request failed: <reason>" (kafka/rpc.c). times: only the next `times` records
+-- (default: until cleared).
 -- fail_emits(topic) or fail_emits(nil) without a reason clears (that topic's, or every) failure.
 function Harness:fail_emits(topic, reason, times)
   local k = topic or "*"
@@ -1142,6 +1329,7 @@ end
 
 function Harness:advance(ms)
   self.clock = self.clock + ms
+  self:_tick()
   return self.clock
 end
 
