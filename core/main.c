@@ -489,7 +489,11 @@ int main(int argc, char **argv)
     sy_app_release(app); /* each worker loads its own */
     app = NULL;
 
-    sy_http_config_t hcfg = {.max_body = o->max_body, .io_timeout_ms = 10000};
+    /* h2o answers bodies over its own limit with a plain-text 413 before any handler runs; switchyard's limit is
+     * checked in the handler (JSON 413), so h2o's is set above it: bodies up to 4 x --max-body (at least 8 MiB)
+     * are buffered and refused in JSON, larger ones get h2o's text answer without being read */
+    size_t h2o_limit = o->max_body * 4 > ((size_t)8 << 20) ? o->max_body * 4 : ((size_t)8 << 20);
+    sy_http_config_t hcfg = {.max_body = h2o_limit, .io_timeout_ms = 10000};
     sy_http_server_init(&host.http, &hcfg, sy_lua_http_handle);
     host.nworkers = o->workers;
     if (sy_host_start(&host) != 0) {

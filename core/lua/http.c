@@ -197,6 +197,14 @@ int sy_lua_http_handle(void *cookie, h2o_req_t *req)
         sy_http_send_error(req, 405, msg, "allow", h2o_strdup(&req->pool, allow, SIZE_MAX).base);
         return 0;
     }
+    if (req->entity.len > w->host->opts.max_body) {
+        /* h2o buffers bodies up to a multiple of --max-body (see main.c) so that this answer can be JSON */
+        char msg[96];
+        snprintf(msg, sizeof(msg), "request body is larger than %zu bytes", w->host->opts.max_body);
+        account(w, app->route_labels[id - 1], req->method.base, req->method.len, 413, req->entity.len, start_ns, NULL);
+        sy_http_send_error(req, 413, msg, NULL, NULL);
+        return 0;
+    }
     sy_static_response_t *st = app->statics[id - 1];
     if (st != NULL) {
         sy_http_send(req, st->status, st->body, st->body_len, (const char *const *)st->headers, st->nheaders);

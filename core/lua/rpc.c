@@ -101,6 +101,11 @@ int sy_lua_rpc_request(lua_State *L)
     sy_co_t *co = sy_co_check(L, app, "kafka.request");
     sy_worker_t *w = app->worker;
     sy_kafka_rpc_t *rpc = w != NULL ? w->rpc : NULL;
+    if (rpc == NULL && w != NULL && w->app != NULL && w->app->nreply_topics == 0) {
+        lua_pushfstring(L, "no reply topic for %s: declare kafka.topic(\"%s\", { replies = true })", topic, topic);
+        lua_pushnil(L);
+        return 2;
+    }
     if (rpc == NULL) {
         lua_pushliteral(L, "request-reply is not available (shutting down)");
         lua_pushnil(L);

@@ -257,9 +257,12 @@ function App:make_env()
         error(string.format("http.%s %s: option '%s' must be a dto schema", method:lower(), path, k), level)
       end
     end
+    if opts.max_body ~= nil and (type(opts.max_body) ~= "number" or opts.max_body < 0) then
+      error(string.format("http.%s %s: max_body must be a number of bytes", method:lower(), path), level)
+    end
     app.routes[#app.routes + 1] = {
       method = method, path = path, handler = handler, body = opts.body, params = opts.params,
-      query = opts.query, where = caller_where(level),
+      query = opts.query, max_body = opts.max_body, where = caller_where(level),
     }
   end
   for m in pairs(METHODS) do
@@ -453,7 +456,8 @@ function App:make_env()
                sleep = sleep }
   local env = {}
   for k, v in pairs(self.dsl) do env[k] = v end
-  return setmetatable(env, { __index = _G })
+  -- options.globals: what the routes file sees besides the DSL (the test harness passes a sandboxed view)
+  return setmetatable(env, { __index = self.options.globals or _G })
 end
 
 ---------------------------------------------------------------------------------------------------------------
@@ -534,6 +538,9 @@ function App:prepare(route, req)
   if route.params then req.params = validate_part(route.params, req.params, true) end
   if route.query then req.query = validate_part(route.query, req.query, true) end
   local raw = req.body_raw
+  if route.max_body and raw and #raw > route.max_body then
+    error(http_error(413, string.format("request body is larger than %d bytes", route.max_body)), 0)
+  end
   local ctype = req.headers and req.headers["content-type"]
   if route.body then
     if raw == nil or raw == "" then

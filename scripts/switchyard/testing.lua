@@ -960,16 +960,9 @@ function M.load(path, opts)
   local before = {}
   for k in pairs(package.loaded) do before[k] = true end
   package.path = dir .. "/?.lua;" .. dir .. "/?/init.lua;" .. package.path
-  local real_new = runtime.new
-  runtime.new = function(...)
-    local a = real_new(...)
-    setmetatable(a.env, { __index = globals })
-    return a
-  end
   h.loading = true
-  local ok, app = pcall(runtime.load, h.core, path)
+  local ok, app = pcall(runtime.load, h.core, path, { globals = globals })
   h.loading = false
-  runtime.new = real_new
   package.path = saved_path
   for k in pairs(package.loaded) do
     if not before[k] then package.loaded[k] = nil end
@@ -1042,12 +1035,6 @@ function Harness:request(method, target, opts)
     body = tostring(body)
   end
 
-  -- h2o refuses a body over max_request_entity_size before any handler runs
-  if body ~= nil and #body > self.max_body then
-    return self:_response(method, 413, "request entity is too large",
-      { "content-type", "text/plain; charset=utf-8", "connection", "close" })
-  end
-
   self:_tick()
   local start = self.clock
   local body_len = body and #body or 0
@@ -1063,6 +1050,11 @@ function Harness:request(method, target, opts)
       "allow", format_methods(allowed)))
   end
   local route = self.app.routes[id]
+  -- like core/lua/http.c: a matched route refuses a body over --max-body with a JSON 413 before anything else
+  if body ~= nil and #body > self.max_body then
+    self:_account(route.path, method, 413, body_len, start, nil)
+    return self:_response(method, error_response(413, format("request body is larger than %d bytes", self.max_body)))
+  end
   if route.static then
     self:_account(route.path, method, route.static.status, body_len, start, nil)
     return self:_response(method, route.static.status, route.static.body, route.static.headers)
