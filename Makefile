@@ -8,7 +8,7 @@ ARGS       ?=
 
 # Debian packages the build, the tests and the tools need (see README "Dependencies").
 DEB_PACKAGES = gcc make cmake pkg-config libh2o-evloop-dev libssl-dev librdkafka-dev libluajit2-5.1-dev luajit2 \
-               lua-cjson lua-busted liblmdb-dev kcat curl python3 wrk
+               lua-cjson lua-dkjson lua-busted liblmdb-dev kcat curl python3 wrk
 
 .PHONY: all deps build build-asan run test test-fast clean format
 

@@ -128,9 +128,27 @@ static void set_package_paths(lua_State *L, const char *scripts_dir, const char 
     if (routes_dir[0] == '\0') snprintf(routes_dir, sizeof(routes_dir), "/");
 
     lua_getglobal(L, "package"); /* package */
+    /* the Lua library, the routes file's directory, then the system's pure-Lua modules (dkjson) without "./" */
+    lua_getfield(L, -1, "path"); /* package path */
+    const char *syspath = lua_tostring(L, -1);
+    luaL_Buffer pb;
+    luaL_buffinit(L, &pb);
     lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s/?.lua;%s/?/init.lua", scripts_dir, scripts_dir, routes_dir,
                     routes_dir);
-    lua_setfield(L, -2, "path");
+    luaL_addvalue(&pb);
+    for (const char *p = syspath ? syspath : ""; *p != '\0';) {
+        size_t n = strcspn(p, ";");
+        if (n > 0 && strncmp(p, "./", 2) != 0) {
+            luaL_addchar(&pb, ';');
+            luaL_addlstring(&pb, p, n);
+        }
+        p += n;
+        if (*p == ';')
+            ++p;
+    }
+    luaL_pushresult(&pb);          /* package path newpath */
+    lua_setfield(L, -3, "path");   /* package path */
+    lua_pop(L, 1);                 /* package */
     /* keep LuaJIT's compiled-in C module path (the multiarch lua/5.1 directory that holds cjson.so) but never the
      * current directory: nothing in the working directory is loaded as native code */
     lua_getfield(L, -1, "cpath"); /* package cpath */

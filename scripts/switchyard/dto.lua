@@ -42,9 +42,9 @@
 --
 -- Arrays and objects. cjson decodes [] and {} both as an empty Lua table: a table is an array
 -- when its keys are exactly the integers 1..n (n may be 0) and an object when all its keys are
--- strings, so an empty table is both. A table with the metatable cjson.array_mt (OpenResty's
--- lua-cjson) is an array only. Cleaned arrays get cjson.array_mt when that exists, so that an
--- empty one encodes back as [].
+-- strings, so an empty table is both. A table with the metatable switchyard.json.array_mt (what
+-- switchyard.json gives decoded arrays) is an array only. Cleaned arrays get that metatable, so
+-- that an empty one encodes back as [].
 --
 -- Cleaned values. validate() never mutates its input. Objects and arrays are rebuilt (unknown
 -- keys dropped under "strip"); values of dto.any and of unknown keys kept under "allow" are
@@ -73,7 +73,7 @@ if not cjson_ok then
 end
 -- JSON null as decoded by lua-cjson; a private sentinel when cjson is unavailable.
 local NULL = cjson and cjson.null or setmetatable({}, { __tostring = function() return "null" end })
-local ARRAY_MT = cjson and cjson.array_mt or nil
+local ARRAY_MT = require("switchyard.json").array_mt
 local EMPTY_ARRAY_MT = cjson and cjson.empty_array_mt or nil
 
 local new_table

@@ -23,12 +23,10 @@ M.CORE_FUNCTIONS = {
   "store_get", "store_put", "store_put_new", "store_delete", "store_incr", "store_scan",
 }
 
-local json_null = cjson.null
-local decoder = cjson.new()
-decoder.decode_max_depth(64)
-local encoder = cjson.new()
-encoder.encode_sparse_array(true)
-encoder.encode_max_depth(64)
+local json = require("switchyard.json")
+local json_null = json.null
+local decoder = { decode = json.decode }
+local encoder = { encode = json.encode }
 
 local REASONS = {
   [200] = "OK", [201] = "Created", [202] = "Accepted", [204] = "No Content",
@@ -433,10 +431,12 @@ function App:make_env()
     log[level] = function(fmt, ...) app:log(level, fmt, ...) end
   end
 
-  local json = {
+  local json_dsl = {
     encode = encoder.encode,
+    -- returns true, value or false, error (never raises on bad input)
     decode = function(s) return pcall(decoder.decode, s) end,
     null = json_null,
+    array = json.array, -- json.array({}) encodes as [] even when empty
   }
 
   local function config(t)
@@ -452,7 +452,7 @@ function App:make_env()
     core.sleep(ms)
   end
 
-  self.dsl = { http = http, kafka = kafka, store = store, dto = dto, log = log, json = json, config = config,
+  self.dsl = { http = http, kafka = kafka, store = store, dto = dto, log = log, json = json_dsl, config = config,
                sleep = sleep }
   local env = {}
   for k, v in pairs(self.dsl) do env[k] = v end
