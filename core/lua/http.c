@@ -175,6 +175,11 @@ int sy_lua_http_handle(void *cookie, h2o_req_t *req)
     unsigned method = sy_method_parse(req->method.base, req->method.len);
     h2o_iovec_t path = req->path_normalized;
 
+    if (app == NULL) {
+        /* the worker is past its drain (a request on a keep-alive connection during the final stop) */
+        sy_http_send_error(req, 503, "the server is shutting down", "retry-after", "1");
+        return 0;
+    }
     uint64_t start_ns = now_ns();
     int id = sy_router_match(app->router, method, path.base, path.len, &m);
     if (id == SY_ROUTER_NOT_FOUND) {
