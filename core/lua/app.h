@@ -99,6 +99,8 @@ struct st_sy_co_t {
     void *data;
     h2o_timeout_entry_t timer; /* for primitives that wait on time (sleep) */
     h2o_linklist_t link;       /* in app->coroutines */
+    const char *request_id;    /* HTTP coroutines: propagated as Kafka headers (borrowed, lives as long as co) */
+    const char *traceparent;   /* the client's W3C traceparent, or NULL */
 };
 
 /* Creates a coroutine that will call the registry function `func_ref`; push the arguments on co->L, then call

@@ -19,6 +19,7 @@ typedef struct {
     sy_worker_t *worker;
     int refcnt; /* the pool's hold + the coroutine's hold */
     char request_id[40];
+    char traceparent[64];
     char method[16];
     size_t body_len;
     uint64_t start_ns;
@@ -181,20 +182,22 @@ int sy_lua_http_handle(void *cookie, h2o_req_t *req)
         return 0;
     }
     uint64_t start_ns = now_ns();
+    char request_id[40];
+    make_request_id(w, req, request_id, sizeof(request_id));
     int id = sy_router_match(app->router, method, path.base, path.len, &m);
     if (id == SY_ROUTER_NOT_FOUND) {
-        account(w, "unmatched", req->method.base, req->method.len, 404, req->entity.len, start_ns, NULL);
+        account(w, "unmatched", req->method.base, req->method.len, 404, req->entity.len, start_ns, request_id);
         /* NestJS's wording: "Cannot GET /path" */
         size_t n = path.len > 200 ? 200 : path.len;
         char *msg = h2o_mem_alloc_pool(&req->pool, n + 32);
         snprintf(msg, n + 32, "Cannot %.*s %.*s", (int)(req->method.len > 16 ? 16 : req->method.len), req->method.base,
                  (int)n, path.base);
-        sy_http_send_error(req, 404, msg, NULL, NULL);
+        sy_http_send_error(req, 404, msg, "x-request-id", h2o_strdup(&req->pool, request_id, SIZE_MAX).base);
         return 0;
     }
     if (id == SY_ROUTER_METHOD_NOT_ALLOWED) {
         char allow[96];
-        account(w, "unmatched", req->method.base, req->method.len, 405, req->entity.len, start_ns, NULL);
+        account(w, "unmatched", req->method.base, req->method.len, 405, req->entity.len, start_ns, request_id);
         sy_method_format(m.allowed, allow, sizeof(allow));
         char *msg = h2o_mem_alloc_pool(&req->pool, 160);
         snprintf(msg, 160, "method %.*s is not allowed here", (int)(req->method.len > 16 ? 16 : req->method.len),
@@ -206,15 +209,16 @@ int sy_lua_http_handle(void *cookie, h2o_req_t *req)
         /* h2o buffers bodies up to a multiple of --max-body (see main.c) so that this answer can be JSON */
         char msg[96];
         snprintf(msg, sizeof(msg), "request body is larger than %zu bytes", w->host->opts.max_body);
-        account(w, app->route_labels[id - 1], req->method.base, req->method.len, 413, req->entity.len, start_ns, NULL);
-        sy_http_send_error(req, 413, msg, NULL, NULL);
+        account(w, app->route_labels[id - 1], req->method.base, req->method.len, 413, req->entity.len, start_ns,
+                request_id);
+        sy_http_send_error(req, 413, msg, "x-request-id", h2o_strdup(&req->pool, request_id, SIZE_MAX).base);
         return 0;
     }
     sy_static_response_t *st = app->statics[id - 1];
     if (st != NULL) {
         sy_http_send(req, st->status, st->body, st->body_len, (const char *const *)st->headers, st->nheaders);
         account(w, app->route_labels[id - 1], req->method.base, req->method.len, st->status, req->entity.len, start_ns,
-                NULL);
+                request_id);
         return 0;
     }
 
@@ -227,11 +231,18 @@ int sy_lua_http_handle(void *cookie, h2o_req_t *req)
     p->route = app->route_labels[id - 1];
     snprintf(p->method, sizeof(p->method), "%.*s", (int)(req->method.len < 15 ? req->method.len : 15),
              req->method.base);
-    make_request_id(w, req, p->request_id, sizeof(p->request_id));
+    memcpy(p->request_id, request_id, sizeof(p->request_id));
     pool_hold_t *hold = h2o_mem_alloc_shared(&req->pool, sizeof(*hold), on_pool_dispose);
     hold->pending = p;
 
     sy_co_t *co = sy_co_create(app, app->handle_http_ref, on_http_done, p);
+    co->request_id = p->request_id;
+    ssize_t tp = h2o_find_header_by_str(&req->headers, H2O_STRLIT("traceparent"), -1);
+    if (tp >= 0 && req->headers.entries[tp].value.len == 55) { /* version 00: 2+1+32+1+16+1+2 */
+        memcpy(p->traceparent, req->headers.entries[tp].value.base, 55);
+        p->traceparent[55] = '\0';
+        co->traceparent = p->traceparent;
+    }
     lua_State *L = co->L;
     ++w->inflight;
     lua_rawgeti(L, LUA_REGISTRYINDEX, app->app_ref); /* fn app */

@@ -61,6 +61,23 @@ static size_t read_headers(lua_State *L, int idx, sy_kafka_header_t *hs)
     return n;
 }
 
+size_t sy_lua_kafka_trace_headers(lua_State *L, sy_app_t *app, sy_kafka_header_t *hs, size_t nh)
+{
+    sy_co_t *co = app->running;
+    if (co == NULL || co->L != L || co->request_id == NULL)
+        return nh;
+    int has_id = 0, has_tp = 0;
+    for (size_t i = 0; i < nh; ++i) {
+        has_id |= strcmp(hs[i].name, "x-request-id") == 0;
+        has_tp |= strcmp(hs[i].name, "traceparent") == 0;
+    }
+    if (!has_id)
+        hs[nh++] = (sy_kafka_header_t){"x-request-id", co->request_id, strlen(co->request_id)};
+    if (!has_tp && co->traceparent != NULL)
+        hs[nh++] = (sy_kafka_header_t){"traceparent", co->traceparent, strlen(co->traceparent)};
+    return nh;
+}
+
 static void on_delivered(void *cookie, rd_kafka_resp_err_t err, int32_t partition, int64_t offset)
 {
     emit_ctx_t *ctx = cookie;
@@ -103,8 +120,9 @@ static int l_emit(lua_State *L)
     const char *topic = luaL_checkstring(L, 1);
     const char *value = luaL_optlstring(L, 2, NULL, &vlen);
     const char *key = luaL_optlstring(L, 3, NULL, &klen);
-    sy_kafka_header_t hs[MAX_HEADERS];
+    sy_kafka_header_t hs[MAX_HEADERS + 2];
     size_t nh = read_headers(L, 4, hs);
+    nh = sy_lua_kafka_trace_headers(L, app, hs, nh);
     int32_t partition = lua_isnoneornil(L, 5) ? RD_KAFKA_PARTITION_UA : (int32_t)luaL_checkinteger(L, 5);
     int wait = lua_toboolean(L, 6);
     sy_co_t *co = wait ? sy_co_check(L, app, "kafka.emit") : NULL;

@@ -32,4 +32,10 @@ void sy_lua_rpc_worker_stop(struct st_sy_worker_t *w);
 void sy_lua_rpc_worker_update(struct st_sy_worker_t *w, const struct st_sy_app_t *old_app, struct st_sy_app_t *new_app);
 int sy_lua_rpc_request(lua_State *L);
 
+/* Appends x-request-id and traceparent of the HTTP request a handler serves (unless the handler set them) to hs,
+ * which must have room for 2 more. Returns the new count. */
+struct st_sy_app_t;
+typedef struct st_sy_kafka_header_t sy_kafka_header_t;
+size_t sy_lua_kafka_trace_headers(lua_State *L, struct st_sy_app_t *app, sy_kafka_header_t *hs, size_t nh);
+
 #endif

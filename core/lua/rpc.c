@@ -82,7 +82,7 @@ int sy_lua_rpc_request(lua_State *L)
     const char *value = luaL_optlstring(L, 2, NULL, &vlen);
     const char *key = luaL_optlstring(L, 3, NULL, &klen);
     lua_Number timeout = luaL_checknumber(L, 5);
-    sy_kafka_header_t hs[MAX_HEADERS];
+    sy_kafka_header_t hs[MAX_HEADERS + 2];
     size_t nh = 0;
     if (!lua_isnoneornil(L, 4)) {
         luaL_checktype(L, 4, LUA_TTABLE);
@@ -97,6 +97,7 @@ int sy_lua_rpc_request(lua_State *L)
             lua_pop(L, 1);
         }
     }
+    nh = sy_lua_kafka_trace_headers(L, app, hs, nh);
     if (timeout < 1 || timeout > 3600 * 1000.0) return luaL_argerror(L, 5, "timeout must be between 1 ms and 1 hour");
     sy_co_t *co = sy_co_check(L, app, "kafka.request");
     sy_worker_t *w = app->worker;

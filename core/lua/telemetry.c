@@ -23,11 +23,15 @@ void sy_telemetry_flush(sy_worker_t *w)
 {
     sy_app_t *app = w->app;
     if (h2o_timeout_is_linked(&w->telemetry_timer)) h2o_timeout_unlink(&w->telemetry_timer);
+    /* one key per batch: the whole batch goes to one partition, so it travels as one compressed message set */
+    static __thread uint64_t batches;
+    char key[48];
+    int klen = snprintf(key, sizeof(key), "w%zu-%llu", w->id, (unsigned long long)++batches);
     for (size_t i = 0; i < w->ntelemetry; ++i) {
         rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__STATE;
         if (w->producer != NULL && app != NULL && app->telemetry_topic != NULL)
-            err = sy_kafka_produce(w->producer, app->telemetry_topic, RD_KAFKA_PARTITION_UA, NULL, 0, w->telemetry[i],
-                                   strlen(w->telemetry[i]), NULL, 0, on_delivered, w);
+            err = sy_kafka_produce(w->producer, app->telemetry_topic, RD_KAFKA_PARTITION_UA, key, (size_t)klen,
+                                   w->telemetry[i], strlen(w->telemetry[i]), NULL, 0, on_delivered, w);
         if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
             sy_metrics_add(w->metrics, "switchyard_telemetry_records_total", "outcome=\"dropped\"", 1);
         free(w->telemetry[i]);
