@@ -6,7 +6,8 @@ BUILD_ASAN ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 ARGS       ?=
 
-# Debian packages the build, the tests and the tools need (see README "Dependencies").
+# Debian packages the build, the tests and the tools need (see README "Dependencies"). nodejs and npm (for the
+# NestJS interop test) are installed from Debian only when no npm is on the PATH already.
 DEB_PACKAGES = gcc make cmake pkg-config libh2o-evloop-dev libssl-dev librdkafka-dev libluajit2-5.1-dev luajit2 \
                lua-cjson lua-dkjson lua-busted liblmdb-dev kcat curl python3 wrk
 
@@ -18,6 +19,7 @@ deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
 	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 	    echo "installing missing Debian packages:$$missing"; \
 	    SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \

@@ -83,6 +83,9 @@ static void worker_teardown(sy_worker_t *w)
 {
     if (w->loop == NULL) return;
     sy_http_worker_stop_accepting(&w->http);
+    /* h2o 2.2.5 has no way to close idle HTTP/1 keep-alive connections at shutdown (request_shutdown only marks
+     * the context): make its idle timeout expire at once, so that h2o closes them itself on the next loop turns */
+    if (w->http.ctx.loop != NULL) w->http.ctx.http1.req_timeout.timeout = 0;
     sy_telemetry_flush(w);
     sy_lua_kafka_worker_stop(w);
     sy_telemetry_flush(w); /* records of requests that finished during the stop: counted as dropped, freed */

@@ -388,6 +388,39 @@ class KafkaRecords(list):
         self.records = []  # kcat's JSON objects (topic, partition, offset, key, payload, headers)
 
 
+# -- servers shared by several tests ---------------------------------------------------------------------------------
+
+_shared = {}
+
+
+def shared(name, make):
+    """A server shared by the tests of a file that only read from it (each start and stop costs about a second, more
+    under ASan): `make()` returns a Switchyard, started on first use. The runner stops every shared server after
+    the last test and checks its exit status and log like a `with` block does; a shared server that died fails the
+    test asking for it."""
+    s = _shared.get(name)
+    if s is None:
+        s = make().start()
+        _shared[name] = s
+    elif not s.alive():
+        raise Failure("shared server %r exited (status %s); log tail:\n%s" % (name, s.proc.returncode, _tail(s.log())))
+    return s
+
+
+def _stop_shared():
+    """Stops the shared servers; returns [(name, reason)] for those whose stop or log check failed."""
+    failures = []
+    for name, s in list(_shared.items()):
+        try:
+            s.stop()
+        except Exception as e:
+            failures.append((name, str(e) or type(e).__name__))
+        finally:
+            s._kill_quietly()
+    _shared.clear()
+    return failures
+
+
 # -- assertions ----------------------------------------------------------------------------------------------------
 
 def check(cond, msg):
@@ -449,6 +482,9 @@ def run(namespace):
                 traceback.print_exc(file=sys.stdout)
         else:
             print("ok   %s (%.1f s)" % (name, time.monotonic() - t0), flush=True)
+    for name, reason in _stop_shared():
+        failed.append("shared:" + name)
+        print("FAIL shared server %s: %s" % (name, reason), flush=True)
     print("%d test(s), %d failed, %.1f s%s" % (len(tests), len(failed), time.monotonic() - started,
                                                (": " + ", ".join(failed)) if failed else ""), flush=True)
     if os.environ.get("SY_KEEP") != "1" and not failed:
