@@ -45,6 +45,8 @@ static void usage(FILE *out)
             "  --brokers LIST          use this Kafka cluster (host:port,...) instead of the embedded broker\n"
             "  --kafka KEY=VALUE       librdkafka property for every Kafka client (repeatable)\n"
             "  --max-body BYTES        largest request body; larger ones get 413 (default 1048576)\n"
+            "  --max-headers BYTES     largest total of request header names and values; more gets 431 (default 16k)\n"
+            "  --io-timeout S          a client that sends nothing for this long is disconnected (default 10)\n"
             "  --shutdown-timeout S    seconds in-flight work may take after SIGTERM (default 10)\n"
             "  --lua-memory BYTES      memory limit of each Lua state (default 256m; 0 = none)\n"
             "  --handler-budget MS     longest a handler may run without yielding before it is stopped (default 1000)\n"
@@ -277,10 +279,12 @@ static void *second_signal_watch(void *arg)
 int main(int argc, char **argv)
 {
     enum {
-        OPT_LUA_MEMORY = 250,
+        OPT_LUA_MEMORY = 240,
         OPT_BUDGET,
         OPT_UNSAFE,
         OPT_FAULTS,
+        OPT_MAX_HEADERS,
+        OPT_IO_TIMEOUT,
         OPT_ADMIN = 255,
         OPT_LISTEN = 256,
         OPT_WORKERS,
@@ -297,6 +301,8 @@ int main(int argc, char **argv)
                                               {"handler-budget", required_argument, NULL, OPT_BUDGET},
                                               {"unsafe-lua", no_argument, NULL, OPT_UNSAFE},
                                               {"fault-injection", no_argument, NULL, OPT_FAULTS},
+                                              {"max-headers", required_argument, NULL, OPT_MAX_HEADERS},
+                                              {"io-timeout", required_argument, NULL, OPT_IO_TIMEOUT},
                                               {"workers", required_argument, NULL, OPT_WORKERS},
                                               {"data-dir", required_argument, NULL, OPT_DATA_DIR},
                                               {"brokers", required_argument, NULL, OPT_BROKERS},
@@ -320,6 +326,8 @@ int main(int argc, char **argv)
     o->data_dir = ".switchyard";
     o->workers = nprocs > 0 ? (size_t)nprocs : 1;
     o->max_body = 1 << 20;
+    o->max_header_bytes = 16 << 10;
+    uint64_t io_timeout_ms = 10000;
     o->shutdown_timeout_ms = 10000;
     o->kafka_props = sy_calloc((size_t)argc + 1, sizeof(char *));
     host.admin_listen = "127.0.0.1:9090";
@@ -358,6 +366,22 @@ int main(int argc, char **argv)
         case OPT_FAULTS:
             host.fault_injection = 1;
             break;
+        case OPT_MAX_HEADERS:
+            if (parse_size(optarg, &o->max_header_bytes) != 0 || o->max_header_bytes < 1024) {
+                fprintf(stderr, "switchyard: --max-headers expects a size of at least 1k\n");
+                goto Exit;
+            }
+            break;
+        case OPT_IO_TIMEOUT: {
+            char *end;
+            double sec = strtod(optarg, &end);
+            if (*end != '\0' || sec < 0.1 || sec > 3600) {
+                fprintf(stderr, "switchyard: --io-timeout expects seconds between 0.1 and 3600\n");
+                goto Exit;
+            }
+            io_timeout_ms = (uint64_t)(sec * 1000);
+            break;
+        }
         case OPT_ADMIN:
             host.admin_listen = strcmp(optarg, "off") == 0 ? NULL : optarg;
             break;
@@ -493,7 +517,7 @@ int main(int argc, char **argv)
      * checked in the handler (JSON 413), so h2o's is set above it: bodies up to 4 x --max-body (at least 8 MiB)
      * are buffered and refused in JSON, larger ones get h2o's text answer without being read */
     size_t h2o_limit = o->max_body * 4 > ((size_t)8 << 20) ? o->max_body * 4 : ((size_t)8 << 20);
-    sy_http_config_t hcfg = {.max_body = h2o_limit, .io_timeout_ms = 10000};
+    sy_http_config_t hcfg = {.max_body = h2o_limit, .io_timeout_ms = io_timeout_ms};
     sy_http_server_init(&host.http, &hcfg, sy_lua_http_handle);
     host.nworkers = o->workers;
     if (sy_host_start(&host) != 0) {

@@ -176,6 +176,15 @@ int sy_lua_http_handle(void *cookie, h2o_req_t *req)
     unsigned method = sy_method_parse(req->method.base, req->method.len);
     h2o_iovec_t path = req->path_normalized;
 
+    size_t header_bytes = 0;
+    for (size_t i = 0; i < req->headers.size; ++i)
+        header_bytes += req->headers.entries[i].name->len + req->headers.entries[i].value.len;
+    if (header_bytes > w->host->opts.max_header_bytes) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "request headers are larger than %zu bytes", w->host->opts.max_header_bytes);
+        sy_http_send_error(req, 431, msg, "connection", "close");
+        return 0;
+    }
     if (app == NULL) {
         /* the worker is past its drain (a request on a keep-alive connection during the final stop) */
         sy_http_send_error(req, 503, "the server is shutting down", "retry-after", "1");

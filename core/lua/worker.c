@@ -73,10 +73,10 @@ static int worker_setup(sy_worker_t *w)
 
 static int context_idle(h2o_context_t *ctx)
 {
-    return ctx->loop == NULL ||
-           (h2o_linklist_is_empty(&ctx->zero_timeout._entries) && h2o_linklist_is_empty(&ctx->one_sec_timeout._entries) &&
-            h2o_linklist_is_empty(&ctx->http1.req_timeout._entries) &&
-            h2o_linklist_is_empty(&ctx->http2.idle_timeout._entries));
+    return ctx->loop == NULL || (h2o_linklist_is_empty(&ctx->zero_timeout._entries) &&
+                                 h2o_linklist_is_empty(&ctx->one_sec_timeout._entries) &&
+                                 h2o_linklist_is_empty(&ctx->http1.req_timeout._entries) &&
+                                 h2o_linklist_is_empty(&ctx->http2.idle_timeout._entries));
 }
 
 static void worker_teardown(sy_worker_t *w)

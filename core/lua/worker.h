@@ -26,6 +26,7 @@ typedef struct st_sy_host_options_t {
     size_t nkafka_props;
     size_t workers;
     size_t max_body;
+    size_t max_header_bytes; /* sum of header names and values; more gets 431 */
     uint64_t shutdown_timeout_ms;
 } sy_host_options_t;
 
