@@ -154,8 +154,10 @@ def test_telemetry_records_in_gzip_batches(bin):
         p = subprocess.run(["kcat", "-b", s.bootstrap(), "-C", "-t", "http_telemetry", "-o", "beginning", "-e",
                             "-d", "msg"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
         sets = [l for l in p.stderr.decode().splitlines() if "Enqueue" in l and "http_telemetry" in l]
-        check(sets and all(l.rstrip(")").endswith("gzip") for l in sets),
-              "telemetry message sets are not all gzip: %r" % sets[:3])
+        # librdkafka sends a set uncompressed when gzip would not make it smaller (a lone small record)
+        batched = [l for l in sets if int(re.search(r"Enqueue (\d+) message", l).group(1)) >= 5]
+        check(batched and all(l.rstrip(")").endswith("gzip") for l in batched),
+              "telemetry batches are not gzip: %r" % sets[:3])
         sizes = [int(re.search(r"Enqueue (\d+) message", l).group(1)) for l in sets]
         eq(sum(sizes), total, "records in the message sets")
         check(max(sizes) >= 10, "batches of 10 travel together: %r" % sizes)
