@@ -287,7 +287,9 @@ static void revoke(sy_kafka_consumer_t *c, rd_kafka_t *rk, rd_kafka_topic_partit
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *list, void *opaque)
 {
     sy_kafka_consumer_t *c = opaque;
-    int incremental = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    /* NULL when the consumer is not (or no longer) in a group, e.g. during rd_kafka_consumer_close */
+    const char *protocol = rd_kafka_rebalance_protocol(rk);
+    int incremental = protocol != NULL && strcmp(protocol, "COOPERATIVE") == 0;
 
     switch (err) {
     case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
