@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sy  # noqa: E402
@@ -172,6 +173,15 @@ def test_two_processes_each_get_their_own_replies(bin):
                   ((a, 1000), (a, 2000), (b, 3000), (b, 4000))]
             [t.start() for t in ts]
             [t.join() for t in ts]
+            # the consumer group of the reply handler is split between the two processes
+            def assigned(s):
+                with urllib.request.urlopen("http://127.0.0.1:%d/status" % s.admin_port, timeout=10) as r:
+                    st = json.loads(r.read())
+                return sum(c["assigned"] for w in st["workers"] for c in w["consumers"]
+                           if c["group"] == "rr-echo-%d" % os.getpid())
+            mine, theirs = assigned(a), assigned(b)
+            check(mine >= 1 and theirs >= 1, "partitions split between the processes: %d and %d" % (mine, theirs))
+            eq(mine + theirs, 4, "partitions of echo assigned in all")
             wrong = [r for r in results if r[0] == "WRONG"]
             check(not wrong, "replies delivered to the wrong caller: %r" % wrong[:5])
             check(not errors, "requests failed: %r" % errors[:5])
