@@ -368,6 +368,14 @@ sy_app_t *sy_app_create(const char *routes_path, const char *scripts_dir, struct
     read_declarations(app);
 
     app->module_files = read_string_list(L, "module_files", &app->nmodule_files);
+    lua_getfield(L, -1, "config"); /* runtime app config */
+    lua_getfield(L, -1, "linger_ms");
+    app->linger_ms = (int)lua_tointeger(L, -1);
+    lua_getfield(L, -2, "batch_size");
+    app->batch_size = (int)lua_tointeger(L, -1);
+    lua_getfield(L, -3, "delivery_timeout_ms");
+    app->delivery_timeout_ms = (int)lua_tointeger(L, -1);
+    lua_pop(L, 4);
     lua_getfield(L, -1, "telemetry"); /* runtime app telemetry */
     if (lua_istable(L, -1)) {
         app->telemetry_topic = field_string(L, -1, "topic");

@@ -280,7 +280,11 @@ int sy_lua_kafka_worker_start(sy_worker_t *w, char *errbuf, size_t errbuf_size)
         topics[i].name = app->topics[i].name;
         topics[i].compression = app->topics[i].compression;
     }
-    sy_kafka_producer_config_t pcfg = {.topics = topics, .ntopics = app->ntopics};
+    sy_kafka_producer_config_t pcfg = {.topics = topics,
+                                       .ntopics = app->ntopics,
+                                       .linger_ms = app->linger_ms,
+                                       .batch_size = app->batch_size,
+                                       .message_timeout_ms = app->delivery_timeout_ms};
     if ((w->producer = sy_kafka_producer_create(cluster, w->loop, &pcfg, errbuf, errbuf_size)) == NULL) goto Exit;
     if (sy_lua_rpc_worker_start(w, errbuf, errbuf_size) != 0) goto Exit;
     w->consumers = sy_calloc(app->ngroups + 1, sizeof(*w->consumers));

@@ -149,7 +149,10 @@ function M.new(core, options)
     stores = {},
     reply_topics = {},    -- the "<topic>.reply" topics this app's kafka.request calls read from
     config = { request_timeout_ms = 5000, retries = 3, backoff_ms = 100, default_partitions = 4,
-               reply_partitions = 16 },
+               reply_partitions = 16,
+               -- the producer's batching (librdkafka linger.ms, batch.size) and delivery timeout: one producer per
+               -- worker serves every topic, so these are per routes file, not per topic
+               linger_ms = 1, batch_size = 0, delivery_timeout_ms = 5000 },
   }, App)
   app.env = app:make_env()
   return app
@@ -443,6 +446,9 @@ function App:make_env()
     for k, v in pairs(t) do
       if app.config[k] == nil then error("config: unknown setting '" .. tostring(k) .. "'", 2) end
       if type(v) ~= type(app.config[k]) then error("config: " .. k .. " must be a " .. type(app.config[k]), 2) end
+      if type(v) == "number" and (v < 0 or v ~= math.floor(v)) then
+        error("config: " .. k .. " must be a non-negative integer", 2)
+      end
       app.config[k] = v
     end
   end
