@@ -26,6 +26,8 @@ kafka.topic("create_user", { partitions = 4 })
 kafka.topic("process_payment", { partitions = 4 })
 kafka.topic("payment_processed", { partitions = 4 })
 kafka.topic("payment_failed", { partitions = 4 })
+-- request-reply: a partition handles one request at a time, so the partition count bounds the lookups in flight
+kafka.topic("get_user", { partitions = 16 })
 
 local users = store.open("users")       -- id -> { id, name, email }
 local emails = store.open("emails")     -- lower-cased e-mail -> id (uniqueness)

@@ -449,6 +449,14 @@ int sy_kafka_consumer_assigned(sy_kafka_consumer_t *c)
     return n;
 }
 
+void sy_kafka_consumer_commit(sy_kafka_consumer_t *c)
+{
+    if (c == NULL || c->rk == NULL) return;
+    rd_kafka_resp_err_t err = rd_kafka_commit(c->rk, NULL, 1 /* async: the result arrives on the consumer queue */);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        sy_warn("kafka", "consumer %s: commit: %s", c->group, rd_kafka_err2str(err));
+}
+
 void sy_kafka_consumer_destroy(sy_kafka_consumer_t *c)
 {
     if (c == NULL) return;

@@ -167,6 +167,10 @@ int sy_kafka_consumer_assigned(sy_kafka_consumer_t *c);
  * the brokers are down (6.5 s measured with the default). Messages handed out and not yet done are freed here,
  * uncommitted: the application must drop its pointers to them and not call done() for them. Must not be called from
  * the message callback, and must be called before the loop is destroyed. After the call `c` is no longer valid. */
+/* Sends the stored offsets to the group coordinator now, without waiting (shutdown: every member commits before
+ * any leaves, since a member leaving starts a rebalance during which the others' commits are refused). */
+void sy_kafka_consumer_commit(sy_kafka_consumer_t *c);
+
 void sy_kafka_consumer_destroy(sy_kafka_consumer_t *c);
 
 /* -------------------------------------------------------------------------------------------------------------------

@@ -64,15 +64,13 @@ static size_t read_headers(lua_State *L, int idx, sy_kafka_header_t *hs)
 size_t sy_lua_kafka_trace_headers(lua_State *L, sy_app_t *app, sy_kafka_header_t *hs, size_t nh)
 {
     sy_co_t *co = app->running;
-    if (co == NULL || co->L != L || co->request_id == NULL)
-        return nh;
+    if (co == NULL || co->L != L || co->request_id == NULL) return nh;
     int has_id = 0, has_tp = 0;
     for (size_t i = 0; i < nh; ++i) {
         has_id |= strcmp(hs[i].name, "x-request-id") == 0;
         has_tp |= strcmp(hs[i].name, "traceparent") == 0;
     }
-    if (!has_id)
-        hs[nh++] = (sy_kafka_header_t){"x-request-id", co->request_id, strlen(co->request_id)};
+    if (!has_id) hs[nh++] = (sy_kafka_header_t){"x-request-id", co->request_id, strlen(co->request_id)};
     if (!has_tp && co->traceparent != NULL)
         hs[nh++] = (sy_kafka_header_t){"traceparent", co->traceparent, strlen(co->traceparent)};
     return nh;
@@ -385,6 +383,19 @@ void sy_lua_kafka_worker_stop(sy_worker_t *w)
     /* answer every waiting emit first, so the handlers waiting on them can finish and commit */
     if (w->producer != NULL) sy_kafka_producer_flush(w->producer, 2000);
     sy_lua_rpc_worker_stop(w);
+    /* every worker commits before any leaves its groups: a member that leaves starts a rebalance, and during a
+     * rebalance the coordinator refuses the others' commits (bounded wait: a worker that failed to start, or a
+     * broker that is down, must not hold the exit) */
+    for (size_t i = 0; i < w->nconsumers; ++i)
+        sy_kafka_consumer_commit(w->consumers[i]->consumer);
+    atomic_fetch_add(&w->host->consumers_committed, 1);
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        h2o_evloop_run(w->loop, 10);
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while (atomic_load(&w->host->consumers_committed) < atomic_load(&w->host->workers_ready) &&
+             (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < 2000);
     for (size_t i = 0; i < w->nconsumers; ++i) {
         sy_kafka_consumer_destroy(w->consumers[i]->consumer);
         w->consumers[i]->consumer = NULL; /* handlers finishing later must not touch it */

@@ -57,6 +57,7 @@ typedef struct st_sy_host_t {
     atomic_int reload_commit;
     atomic_int reload_prepared;
     atomic_int reload_failed;
+    atomic_int consumers_committed; /* shutdown: workers that committed their offsets and may now leave the groups */
 } sy_host_t;
 
 typedef struct {

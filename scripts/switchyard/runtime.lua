@@ -621,11 +621,14 @@ function App:reply(msg, value, err)
   else
     payload = serialize(value)
   end
+  -- a reply is not waited for: its requester owns the outcome (it gets the reply or times out), and waiting for the
+  -- broker's acknowledgement would hold the request partition for a round trip per request. Only a refusal to
+  -- queue (a full producer queue) is retried here.
   local partition = tonumber(h.kafka_replyPartition)
   local backoff = 100
   while true do
-    local p, perr = self.core.emit(h.kafka_replyTopic, payload, nil, headers, partition, true)
-    if p ~= nil then return end
+    local ok, perr = self.core.emit(h.kafka_replyTopic, payload, nil, headers, partition, false)
+    if ok ~= nil then return end
     self:log("error", "cannot send the reply to %s (%s); retrying in %d ms", h.kafka_replyTopic, tostring(perr), backoff)
     self.core.sleep(backoff)
     backoff = math.min(backoff * 2, 5000)
