@@ -9,9 +9,10 @@ ARGS       ?=
 # Debian packages the build, the tests and the tools need (see README "Dependencies"). nodejs and npm (for the
 # NestJS interop test) are installed from Debian only when no npm is on the PATH already.
 DEB_PACKAGES = gcc make cmake pkg-config libh2o-evloop-dev libssl-dev librdkafka-dev libluajit2-5.1-dev luajit2 \
-               lua-cjson lua-dkjson lua-busted liblmdb-dev kcat curl python3 wrk
+               lua-cjson lua-dkjson lua-busted liblmdb-dev kcat curl python3 wrk \
+               clang libclang-rt-14-dev
 
-.PHONY: all deps build build-asan run test test-fast clean format
+.PHONY: all deps build build-asan run test test-fast fuzz clean format
 
 all: build
 
@@ -47,8 +48,13 @@ test: build build-asan
 test-fast: build
 	cd $(BUILD) && ctest --output-on-failure -j2
 
+# libFuzzer targets (tests/fuzz; clang and libclang-rt-14-dev): 60 s each, FUZZ_SECONDS=600 for longer.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	tests/fuzz/run.sh $(FUZZ_SECONDS)
+
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN)
+	rm -rf $(BUILD) $(BUILD_ASAN) build-fuzz

@@ -3,6 +3,7 @@
  * of series keyed by "name{labels}". Rendering copies every series out under each registry's lock, sorts by key and
  * merges equal keys, so the output groups each metric family with one HELP and TYPE line.
  */
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -219,7 +220,11 @@ static void out_printf(out_t *o, const char *fmt, ...)
 
 static void render_value(out_t *o, double v)
 {
-    if (v == (double)(long long)v)
+    if (isnan(v))
+        out_printf(o, "NaN\n");
+    else if (isinf(v))
+        out_printf(o, "%s\n", v > 0 ? "+Inf" : "-Inf");
+    else if (fabs(v) < 9007199254740992.0 && v == (double)(long long)v)
         out_printf(o, "%lld\n", (long long)v);
     else
         out_printf(o, "%.9g\n", v);

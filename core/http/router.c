@@ -84,7 +84,8 @@ static int split(const char *path, size_t len, const char **starts, size_t *lens
 {
     size_t n = 0, i = 1;                        /* skip the leading '/' */
     if (len > 1 && path[len - 1] == '/') --len; /* a trailing slash is ignored */
-    while (i < len) {
+    if (len <= 1) return 0;                     /* "/" */
+    for (;;) {
         size_t j = i;
         while (j < len && path[j] != '/')
             ++j;
@@ -92,9 +93,9 @@ static int split(const char *path, size_t len, const char **starts, size_t *lens
         starts[n] = path + i;
         lens[n] = j - i;
         ++n;
+        if (j >= len) return (int)n; /* the last segment, possibly empty ("/a//" is "a" then "") */
         i = j + 1;
     }
-    return (int)n;
 }
 
 int sy_router_add(sy_router_t *router, unsigned methods_mask, const char *pattern, int route_id, char *errbuf,

@@ -143,12 +143,11 @@ static void set_package_paths(lua_State *L, const char *scripts_dir, const char 
             luaL_addlstring(&pb, p, n);
         }
         p += n;
-        if (*p == ';')
-            ++p;
+        if (*p == ';') ++p;
     }
-    luaL_pushresult(&pb);          /* package path newpath */
-    lua_setfield(L, -3, "path");   /* package path */
-    lua_pop(L, 1);                 /* package */
+    luaL_pushresult(&pb);        /* package path newpath */
+    lua_setfield(L, -3, "path"); /* package path */
+    lua_pop(L, 1);               /* package */
     /* keep LuaJIT's compiled-in C module path (the multiarch lua/5.1 directory that holds cjson.so) but never the
      * current directory: nothing in the working directory is loaded as native code */
     lua_getfield(L, -1, "cpath"); /* package cpath */
@@ -226,7 +225,11 @@ static int compile_routes(sy_app_t *app, char *errbuf, size_t errbuf_size)
         char *method = field_string(L, -1, "method"), *path = field_string(L, -1, "path"),
              *where = field_string(L, -1, "where");
         char err[256];
-        int rc = sy_router_add(app->router, sy_method_parse(method, strlen(method)), path, (int)i, err, sizeof(err));
+        int rc = -1;
+        if (method == NULL || path == NULL) /* the runtime checks both; never trust a NULL into the router */
+            snprintf(err, sizeof(err), "route %zu has no method or path", i);
+        else
+            rc = sy_router_add(app->router, sy_method_parse(method, strlen(method)), path, (int)i, err, sizeof(err));
         if (rc != 0) snprintf(errbuf, errbuf_size, "%s: %s", where ? where : "routes", err);
         app->route_labels[i - 1] = sy_strdup(path ? path : "?");
         lua_getfield(L, -1, "static");

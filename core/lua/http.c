@@ -128,13 +128,26 @@ static void on_http_done(sy_co_t *co, int ok, int nresults)
     }
     if (!ok) {
         /* the runtime catches handler errors itself: this is a failure of the runtime (out of memory, a bug) */
-        sy_error("http", "request %s failed outside the handler: %s", p->request_id, lua_tostring(L, -1));
+        /* the runtime answers handler errors itself; this is a failure it could not answer (out of memory even
+         * after collecting, a bug): the request id doubles as the error id of the log line */
+        sy_error("http", "error_id=%s request failed outside the handler: %s", p->request_id, lua_tostring(L, -1));
         account(w, p->route, p->method, strlen(p->method), 500, p->body_len, p->start_ns, p->request_id);
-        if (p->req != NULL) sy_http_send_error(p->req, 500, "Internal Server Error", "x-request-id", p->request_id);
+        if (p->req != NULL) {
+            char body[200];
+            int n = snprintf(body, sizeof(body),
+                             "{\"statusCode\":500,\"message\":\"Internal Server Error\",\"error\":\"Internal Server "
+                             "Error\",\"errorId\":\"%s\"}",
+                             p->request_id);
+            const char *hs[] = {"content-type", "application/json", "x-request-id", p->request_id};
+            sy_http_send(p->req, 500, body, (size_t)n, hs, 2);
+        }
         goto Exit;
     }
-    account(w, p->route, p->method, strlen(p->method), (int)lua_tointeger(L, lua_gettop(L) - nresults + 1), p->body_len,
-            p->start_ns, p->request_id);
+    {
+        int status = (int)lua_tointeger(L, lua_gettop(L) - nresults + 1);
+        account(w, p->route, p->method, strlen(p->method), status >= 100 && status <= 599 ? status : 500, p->body_len,
+                p->start_ns, p->request_id);
+    }
     if (p->req == NULL) {
         sy_debug("http", "request %s: client went away before the response", p->request_id);
         goto Exit;

@@ -5,6 +5,7 @@
  * and their offset is stored only when it returns.
  */
 #include <lauxlib.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,7 +122,13 @@ static int l_emit(lua_State *L)
     sy_kafka_header_t hs[MAX_HEADERS + 2];
     size_t nh = read_headers(L, 4, hs);
     nh = sy_lua_kafka_trace_headers(L, app, hs, nh);
-    int32_t partition = lua_isnoneornil(L, 5) ? RD_KAFKA_PARTITION_UA : (int32_t)luaL_checkinteger(L, 5);
+    int32_t partition = RD_KAFKA_PARTITION_UA;
+    if (!lua_isnoneornil(L, 5)) {
+        lua_Number p = luaL_checknumber(L, 5);
+        if (!(p >= 0 && p <= 2147483647.0) || p != floor(p))
+            return luaL_argerror(L, 5, "partition must be an integer between 0 and 2^31-1");
+        partition = (int32_t)p;
+    }
     int wait = lua_toboolean(L, 6);
     sy_co_t *co = wait ? sy_co_check(L, app, "kafka.emit") : NULL;
     sy_worker_t *w = app->worker;

@@ -18,13 +18,17 @@ M.MAX_DEPTH = 64
 
 local decoder = cjson.new()
 decoder.decode_max_depth(M.MAX_DEPTH)
+decoder.decode_invalid_numbers(false) -- NaN, Infinity, hex, leading zeros are not JSON
 local encoder = cjson.new()
 encoder.encode_sparse_array(true)
 encoder.encode_max_depth(M.MAX_DEPTH)
+encoder.encode_invalid_numbers("null") -- as JSON.stringify
 
 local dkjson = require("dkjson")
-local EMPTY = "\0switchyard-empty-array\0"
-local EMPTY_ENCODED = '%["\\u0000switchyard%-empty%-array\\u0000"%]'
+-- a sentinel no input can know in advance
+local NONCE = string.format("%08x%08x", math.random(0, 0x7fffffff), math.random(0, 0x7fffffff))
+local EMPTY = "\0switchyard-empty-array-" .. NONCE .. "\0"
+local EMPTY_ENCODED = '%["\\u0000switchyard%-empty%-array%-' .. NONCE .. '\\u0000"%]'
 
 -- Marks `t` (or a new table) as a JSON array, so that it encodes as [] when empty.
 function M.array(t)
@@ -46,28 +50,46 @@ function M.decode(text)
   return v
 end
 
--- Collects the empty tables marked as arrays in v (depth-bounded like the encoder).
-local function collect(v, out, depth)
+-- Collects the empty tables marked as arrays in v (depth-bounded like the encoder), and the numbers that
+-- %.14g would round.
+local NUM = "\0switchyard-number\0"
+local function collect(v, out, nums, depth)
   if depth > M.MAX_DEPTH then return end
   if getmetatable(v) == M.array_mt and next(v) == nil then
     out[#out + 1] = v
     return
   end
-  for _, x in pairs(v) do
-    if type(x) == "table" then collect(x, out, depth + 1) end
+  for k, x in pairs(v) do
+    if type(x) == "table" then collect(x, out, nums, depth + 1)
+    elseif type(x) == "number" and x == x and x ~= math.huge and x ~= -math.huge
+      and tonumber(string.format("%.14g", x)) ~= x then
+      nums[#nums + 1] = { v, k, x }
+    end
   end
 end
 
--- Encodes a Lua value as JSON text; raises on what JSON cannot hold (functions, excessive depth).
+local function exact(x)
+  for p = 15, 17 do
+    local s = string.format("%." .. p .. "g", x)
+    if tonumber(s) == x then return s end
+  end
+end
+
 function M.encode(v)
-  if type(v) ~= "table" then return encoder.encode(v) end
-  local empties = {}
-  collect(v, empties, 0)
-  if #empties == 0 then return encoder.encode(v) end
+  if type(v) ~= "table" then
+    if type(v) == "number" and v == v and v ~= math.huge and v ~= -math.huge then return exact(v) or encoder.encode(v) end
+    return encoder.encode(v)
+  end
+  local empties, nums = {}, {}
+  collect(v, empties, nums, 0)
+  if #empties == 0 and #nums == 0 then return encoder.encode(v) end
   for _, t in ipairs(empties) do rawset(t, 1, EMPTY) end
+  for _, n in ipairs(nums) do rawset(n[1], n[2], NUM .. exact(n[3]) .. NUM) end
   local ok, text = pcall(encoder.encode, v)
   for _, t in ipairs(empties) do rawset(t, 1, nil) end
+  for _, n in ipairs(nums) do rawset(n[1], n[2], n[3]) end
   if not ok then error(text, 2) end
+  text = text:gsub('"\\u0000switchyard%-number\\u0000([^\\]*)\\u0000switchyard%-number\\u0000"', "%1")
   return (text:gsub(EMPTY_ENCODED, "[]"))
 end
 

@@ -225,11 +225,14 @@ end
 ---------------------------------------------------------------------------------------------------------------
 -- The DSL.
 
-local function check_opts(opts, allowed, what)
+-- `level`: how many frames above check_opts's caller the routes file's line is (1 when the caller is the DSL
+-- function the routes file called).
+local function check_opts(opts, allowed, what, level)
+  level = (level or 1) + 2
   if opts == nil then return {} end
-  if type(opts) ~= "table" then error(what .. ": options must be a table", 3) end
+  if type(opts) ~= "table" then error(what .. ": options must be a table", level) end
   for k in pairs(opts) do
-    if not allowed[k] then error(string.format("%s: unknown option '%s'", what, tostring(k)), 3) end
+    if not allowed[k] then error(string.format("%s: unknown option '%s'", what, tostring(k)), level) end
   end
   return opts
 end
@@ -252,7 +255,7 @@ function App:make_env()
       error("http." .. method:lower() .. ": the path must be a string starting with '/'", level)
     end
     if type(handler) ~= "function" then error("http." .. method:lower() .. " " .. path .. ": no handler function", level) end
-    opts = check_opts(opts, ROUTE_OPTS, "http." .. method:lower() .. " " .. path)
+    opts = check_opts(opts, ROUTE_OPTS, "http." .. method:lower() .. " " .. path, level - 1)
     for _, k in ipairs({ "body", "params", "query" }) do
       if opts[k] ~= nil and not dto.is_schema(opts[k]) then
         error(string.format("http.%s %s: option '%s' must be a dto schema", method:lower(), path, k), level)
@@ -274,6 +277,12 @@ function App:make_env()
   -- A response computed once at load and served by C without entering Lua.
   function http.static(method, path, status, body, headers)
     if not METHODS[method] then error("http.static: unknown method " .. tostring(method), 2) end
+    if type(path) ~= "string" or path:sub(1, 1) ~= "/" then
+      error("http.static: the path must be a string starting with '/'", 2)
+    end
+    if type(status) ~= "number" or status < 100 or status > 599 or status % 1 ~= 0 then
+      error("http.static " .. path .. ": status must be an HTTP status (100-599)", 2)
+    end
     local text, ctype = body, "text/plain; charset=utf-8"
     if type(body) == "table" then text, ctype = encoder.encode(body), "application/json" end
     local hs = { "content-type", ctype }
@@ -322,7 +331,7 @@ function App:make_env()
     local what = "kafka." .. (kind == "reply" and "reply" or "on") .. " " .. tostring(topic)
     if type(topic) ~= "string" or topic == "" then error(what .. ": the topic must be a non-empty string", 3) end
     if type(fn) ~= "function" then error(what .. ": no handler function", 3) end
-    opts = check_opts(opts, CONSUMER_OPTS, what)
+    opts = check_opts(opts, CONSUMER_OPTS, what, 2)
     if type(opts.group) ~= "string" or opts.group == "" then error(what .. ": option 'group' is required", 3) end
     if opts.body ~= nil and not dto.is_schema(opts.body) then error(what .. ": option 'body' must be a dto schema", 3) end
     local by_topic = app.handlers[opts.group]
@@ -517,16 +526,24 @@ end
 
 function App:render_error(e, req)
   if type(e) ~= "table" then e = { message = tostring(e) } end -- out of memory arrives as a bare string
-  if e.message == "not enough memory" then collectgarbage() end -- the failed handler's garbage, before we allocate
   if getmetatable(e) == HttpError then
     local hs = flatten_headers(e.headers, { "content-type", "application/json" })
     return e.status, error_json(e.status, e.message), hs
   end
   local id = new_error_id()
   local route = req and req.route or "?"
-  self:log("error", "error_id=%s route=%s %s", id, route, e.traceback or tostring(e.message))
-  return 500, error_json(500, "Internal Server Error", { errorId = id }),
-    { "content-type", "application/json" }
+  local function answer()
+    self:log("error", "error_id=%s route=%s %s", id, route, e.traceback or tostring(e.message))
+    return 500, error_json(500, "Internal Server Error", { errorId = id }), { "content-type", "application/json" }
+  end
+  local ok, status, body, hs = pcall(answer)
+  if not ok then
+    -- the handler failed near the memory limit (out of memory, or stopped by its time budget while allocating):
+    -- collect its garbage, then answer
+    collectgarbage()
+    status, body, hs = answer()
+  end
+  return status, body, hs
 end
 
 local function validate_part(schema, value, coerce)
@@ -619,20 +636,35 @@ function App:reply(msg, value, err)
   if err ~= nil then
     headers["kafka_nest-err"] = encoder.encode({ status = "error", message = err })
   else
-    payload = serialize(value)
+    local ok, text = pcall(serialize, value)
+    if ok then
+      payload = text
+    else
+      self:log("error", "reply to %s cannot be serialized: %s", tostring(h.kafka_replyTopic), tostring(text))
+      headers["kafka_nest-err"] = encoder.encode({ status = "error", message = "the reply cannot be serialized" })
+    end
   end
   -- a reply is not waited for: its requester owns the outcome (it gets the reply or times out), and waiting for the
   -- broker's acknowledgement would hold the request partition for a round trip per request. Only a refusal to
   -- queue (a full producer queue) is retried here.
   local partition = tonumber(h.kafka_replyPartition)
+  if partition ~= nil and (partition ~= math.floor(partition) or partition < 0 or partition > 2147483647) then
+    partition = nil -- not a partition number: let the partitioner choose
+  end
+  local t = h.kafka_replyTopic
+  if #t < 1 or #t > 249 or not t:find("^[%w%._%-]+$") then
+    self:log("error", "request with an invalid kafka_replyTopic %q: no reply sent", t)
+    return
+  end
   local backoff = 100
-  while true do
-    local ok, perr = self.core.emit(h.kafka_replyTopic, payload, nil, headers, partition, false)
+  for _ = 1, 10 do
+    local ok, perr = self.core.emit(t, payload, nil, headers, partition, false)
     if ok ~= nil then return end
     self:log("error", "cannot send the reply to %s (%s); retrying in %d ms", h.kafka_replyTopic, tostring(perr), backoff)
     self.core.sleep(backoff)
     backoff = math.min(backoff * 2, 5000)
   end
+  self:log("error", "gave up sending the reply to %s; its requester will time out", h.kafka_replyTopic)
 end
 
 -- Runs the handler that `group` declared for msg.topic. msg: { topic, partition, offset, key, value (raw string

@@ -175,8 +175,10 @@ describe("harness: loading", function()
   it("reports the C router's load errors with the declaration's position", function()
     local err = raised(testing.load_string, 'http.get("/a/:id", function() end)\nhttp.get("/a/:other", function() end)')
     assert.matches(":2: route '/a/:other' is declared twice for the same method (first as '/a/:id')", err, 1, true)
-    assert.matches("route 'healthz': a path must start with '/'",
+    assert.matches(":1: http.static: the path must be a string starting with '/'",
       raised(testing.load_string, 'http.static("GET", "healthz", 200, "ok")'), 1, true)
+    assert.matches(":1: http.static /x: status must be an HTTP status (100-599)",
+      raised(testing.load_string, 'http.static("GET", "/x", 1000, "ok")'), 1, true)
     assert.matches("a parameter needs a name after ':'",
       raised(testing.load_string, 'http.get("/a/:", function() end)'), 1, true)
   end)
