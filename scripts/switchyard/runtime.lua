@@ -651,9 +651,12 @@ function App:reply(msg, value, err)
   if partition ~= nil and (partition ~= math.floor(partition) or partition < 0 or partition > 2147483647) then
     partition = nil -- not a partition number: let the partitioner choose
   end
+  -- NestJS replies on "<pattern>.reply"; any other topic is refused, so that a request cannot make the router
+  -- produce to (and, on clusters that auto-create, create) topics of the sender's choosing
   local t = h.kafka_replyTopic
-  if #t < 1 or #t > 249 or not t:find("^[%w%._%-]+$") then
-    self:log("error", "request with an invalid kafka_replyTopic %q: no reply sent", t)
+  if t ~= msg.topic .. ".reply" then
+    self:log("error", "request on %s names kafka_replyTopic %q (expected %s.reply): no reply sent", msg.topic,
+      tostring(t):sub(1, 100), msg.topic)
     return
   end
   local backoff = 100

@@ -423,6 +423,18 @@ describe("harness: Kafka around the runtime", function()
     assert.same({ topic = "jobs", group = "workers", outcome = "ok", failures = 0 }, app.handled[1])
   end)
 
+  it("answers only on <pattern>.reply: a request naming another reply topic gets no reply", function()
+    local produced = app:deliver("square", { x = 2 },
+      { headers = { kafka_correlationId = "c9", kafka_replyTopic = "someone-elses-topic" } })
+    assert.same({}, produced)
+    assert.truthy(app:logged("expected square.reply", "error"))
+    produced = app:deliver("square", { x = 3 },
+      { headers = { kafka_correlationId = "c10", kafka_replyTopic = "square.reply", kafka_replyPartition = "2" } })
+    assert.equals(1, #produced)
+    assert.equals("square.reply", produced[1].topic)
+    assert.equals(2, produced[1].partition)
+  end)
+
   it("deliver refuses a topic nobody consumes", function()
     assert.matches("no handler is declared for topic 'nobody'", raised(app.deliver, app, "nobody", "x"), 1, true)
   end)
