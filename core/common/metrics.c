@@ -30,6 +30,8 @@ static const struct {
     {"switchyard_kafka_consumed_total", SY_METRIC_COUNTER, "Kafka records handled by topic handlers, by topic."},
     {"switchyard_kafka_handler_errors_total", SY_METRIC_COUNTER, "Failed topic handler attempts, by topic."},
     {"switchyard_kafka_dlq_total", SY_METRIC_COUNTER, "Records sent to a dead-letter topic, by original topic."},
+    {"switchyard_kafka_consumer_lag", SY_METRIC_GAUGE,
+     "Records behind the high watermark, by group, topic and partition."},
     {"switchyard_kafka_requests_total", SY_METRIC_COUNTER, "Request-reply calls, by topic and outcome."},
     {"switchyard_kafka_late_replies_total", SY_METRIC_COUNTER, "Replies that matched no waiting request."},
     {"switchyard_telemetry_records_total", SY_METRIC_COUNTER, "Request telemetry records, by outcome."},

@@ -441,6 +441,30 @@ void sy_kafka_consumer_done(sy_kafka_consumer_t *c, rd_kafka_message_t *msg)
     if (p->count != 0 && !c->dispatching) schedule(c);
 }
 
+void sy_kafka_consumer_lag(sy_kafka_consumer_t *c,
+                           void (*cb)(const char *topic, int32_t partition, int64_t lag, void *cookie), void *cookie)
+{
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new((int)c->nparts + 1);
+    for (size_t i = 0; i != c->nparts; ++i)
+        if (c->parts[i]->assigned) rd_kafka_topic_partition_list_add(list, c->parts[i]->topic, c->parts[i]->partition);
+    /* positions and watermarks are both local state (no broker round trip): the watermarks are those of the
+     * latest fetch response */
+    if (list->cnt > 0 && rd_kafka_position(c->rk, list) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        for (int i = 0; i < list->cnt; ++i) {
+            int64_t low, high;
+            rd_kafka_topic_partition_t *tp = &list->elems[i];
+            if (rd_kafka_get_watermark_offsets(c->rk, tp->topic, tp->partition, &low, &high) !=
+                    RD_KAFKA_RESP_ERR_NO_ERROR ||
+                high < 0)
+                continue;
+            /* no position yet (nothing fetched): everything from the low watermark is behind */
+            int64_t pos = tp->offset >= 0 ? tp->offset : low;
+            cb(tp->topic, tp->partition, high > pos ? high - pos : 0, cookie);
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(list);
+}
+
 int sy_kafka_consumer_assigned(sy_kafka_consumer_t *c)
 {
     int n = 0;

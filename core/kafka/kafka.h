@@ -162,6 +162,11 @@ void sy_kafka_consumer_done(sy_kafka_consumer_t *c, rd_kafka_message_t *msg);
 /* Number of partitions currently assigned to this consumer (0 until the group join completes). */
 int sy_kafka_consumer_assigned(sy_kafka_consumer_t *c);
 
+/* Calls cb for every assigned partition with the number of records between the consumer's position and the high
+ * watermark of the last fetch (0 when caught up). Local state only, no broker round trip. Loop thread. */
+void sy_kafka_consumer_lag(sy_kafka_consumer_t *c,
+                           void (*cb)(const char *topic, int32_t partition, int64_t lag, void *cookie), void *cookie);
+
 /* Shutdown only, blocks: leaves the group, committing the stored offsets on the way (librdkafka's commit on
  * unassign), and frees the consumer. Takes milliseconds with a reachable coordinator, about session_timeout_ms when
  * the brokers are down (6.5 s measured with the default). Messages handed out and not yet done are freed here,

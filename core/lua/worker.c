@@ -115,7 +115,23 @@ static void worker_teardown(sy_worker_t *w)
     w->loop = NULL;
 }
 
-/* Readiness and a JSON summary for the admin thread, computed on the loop that owns the handles. */
+typedef struct {
+    sy_worker_t *w;
+    const char *group;
+} lag_ctx_t;
+
+static void on_lag(const char *topic, int32_t partition, int64_t lag, void *cookie)
+{
+    lag_ctx_t *ctx = cookie;
+    char labels[512], g[128], t[256];
+    sy_metrics_escape(g, sizeof(g), ctx->group);
+    sy_metrics_escape(t, sizeof(t), topic);
+    snprintf(labels, sizeof(labels), "group=\"%s\",topic=\"%s\",partition=\"%d\"", g, t, (int)partition);
+    sy_metrics_set(ctx->w->metrics, "switchyard_kafka_consumer_lag", labels, (double)lag);
+}
+
+/* Readiness and a JSON summary for the admin thread, computed on the loop that owns the handles; also the gauges
+ * only this loop can read (consumer lag, late replies). */
 static void worker_refresh_state(sy_worker_t *w)
 {
     char buf[4096], reason[160] = "";
@@ -133,6 +149,17 @@ static void worker_refresh_state(sy_worker_t *w)
             snprintf(reason, sizeof(reason), "worker %zu: consumer group %s has no partition assigned yet", w->id,
                      w->consumers[i]->group);
         }
+    }
+    for (size_t i = 0; i < w->nconsumers; ++i) {
+        if (w->consumers[i]->consumer == NULL) continue;
+        lag_ctx_t ctx = {w, w->consumers[i]->group};
+        sy_kafka_consumer_lag(w->consumers[i]->consumer, on_lag, &ctx);
+    }
+    if (w->rpc != NULL) {
+        sy_kafka_rpc_stats_t st;
+        sy_kafka_rpc_stats(w->rpc, &st);
+        /* a counter kept by the request-reply instance: published as its running total (summed over workers) */
+        sy_metrics_set(w->metrics, "switchyard_kafka_late_replies_total", "", (double)st.late);
     }
     int replies = w->rpc == NULL || sy_kafka_rpc_ready(w->rpc);
     if (!replies && ready) {

@@ -123,6 +123,14 @@ def test_health_readiness_metrics_status(bin):
         check(value(fams, "switchyard_kafka_acked_total", topic="create_user") >= 1, "acked create_user counted")
         check(value(fams, "switchyard_kafka_consumed_total", topic="create_user") >= 0, "consumed family present")
         eq(fams["switchyard_http_request_duration_seconds"]["type"], "histogram", "histogram type")
+        # consumer lag per group/topic/partition (refreshed by the workers a few times a second)
+        fams = s.wait_for(lambda: (lambda f: f if any(lab.get("group") == "auth-consumer" and
+                                                      lab.get("topic") == "create_user"
+                                                      for n, lab, v in f.get("switchyard_kafka_consumer_lag",
+                                                                             {"samples": []})["samples"]) else None)(
+            parse_prometheus(admin_get(s, "/metrics")[2])), 10, "consumer lag of auth-consumer on create_user")
+        eq(fams["switchyard_kafka_consumer_lag"]["type"], "gauge", "lag type")
+        check("switchyard_kafka_late_replies_total" in fams, "late replies counter exported")
         status, ctype, body = admin_get(s, "/status")
         eq(status, 200, "/status")
         st = json.loads(body)
