@@ -117,6 +117,50 @@ def test_sighup_reloads_and_check_gives_the_same_verdict(bin):
     check("broken.lua:2" in (out + err), "--check names file and line: %r" % (out + err))
 
 
+GROUPS_V1 = '''
+local seen = store.open("seen")
+http.post("/emit/:topic", { params = dto.object { topic = dto.string {} } }, function(req)
+  assert(kafka.emit(req.params.topic, { n = req.body.n }))
+  return 202, { ok = true }
+end)
+http.get("/seen/:topic/:n", function(req)
+  return seen:get(req.params.topic .. "/" .. req.params.n) and 200 or 404, {}
+end)
+kafka.topic("alpha", { partitions = 2 })
+kafka.topic("beta", { partitions = 2 })
+kafka.on("alpha", { group = "GROUP-a" }, function(msg) seen:put("alpha/" .. msg.value.n, true) end)
+'''
+
+GROUPS_V2 = GROUPS_V1.replace(
+    'kafka.on("alpha", { group = "GROUP-a" }, function(msg) seen:put("alpha/" .. msg.value.n, true) end)',
+    'kafka.on("beta", { group = "GROUP-b" }, function(msg) seen:put("beta/" .. msg.value.n, true) end)')
+
+
+def test_consumer_groups_follow_the_reloaded_file(bin):
+    d = scratch_dir("sy-groups-")
+    tag = "%d-%d" % (os.getpid(), int(time.monotonic() * 1000))
+    path = write_routes(GROUPS_V1.replace("GROUP", tag), directory=d)
+    with Switchyard(bin, path) as s:
+        eq(s.post_json("/emit/alpha", {"n": 1}).status, 202, "emit alpha")
+        s.wait_for(lambda: s.request("GET", "/seen/alpha/1").status == 200, KAFKA_TIMEOUT, "alpha handled")
+        with open(path + ".tmp", "w") as f:
+            f.write(GROUPS_V2.replace("GROUP", tag))
+        os.rename(path + ".tmp", path)
+        s.wait_for_log(r"consumer group %s-a removed by the reload" % tag, 10)
+        eq(s.post_json("/emit/beta", {"n": 2}).status, 202, "emit beta")
+        s.wait_for(lambda: s.request("GET", "/seen/beta/2").status == 200, KAFKA_TIMEOUT, "beta handled after reload")
+        import urllib.request
+
+        def groups():
+            with urllib.request.urlopen("http://127.0.0.1:%d/status" % s.admin_port, timeout=10) as r:
+                return {c["group"] for w in json.loads(r.read())["workers"] for c in w["consumers"]}
+        s.wait_for(lambda: groups() == {"%s-b" % tag}, 5, "only the new group in /status")
+        eq(s.post_json("/emit/alpha", {"n": 3}).status, 202, "emit alpha again")
+        eq(s.post_json("/emit/beta", {"n": 4}).status, 202, "emit beta again")
+        s.wait_for(lambda: s.request("GET", "/seen/beta/4").status == 200, KAFKA_TIMEOUT, "the later beta handled")
+        eq(s.request("GET", "/seen/alpha/3").status, 404, "alpha is no longer consumed")
+
+
 def broker_only():
     topics = ["create_user", "process_payment", "payment_processed", "payment_failed", "create_user.dlq",
               "get_user", "get_user.dlq", "process_payment.dlq", "http_telemetry"]
