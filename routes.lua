@@ -23,7 +23,7 @@ local PaymentParams = dto.object { id = dto.integer { min = 1 } }
 -- Topics and stores ---------------------------------------------------------------------------------------------
 
 kafka.topic("create_user", { partitions = 4 })
-kafka.topic("process_payment", { partitions = 4 })
+kafka.topic("process_payment", { partitions = 16 }) -- each payment waits on a get_user round trip: more in flight
 kafka.topic("payment_processed", { partitions = 4 })
 kafka.topic("payment_failed", { partitions = 4 })
 -- request-reply: a partition handles one request at a time, so the partition count bounds the lookups in flight
