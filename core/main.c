@@ -47,6 +47,7 @@ static void usage(FILE *out)
             "  --max-body BYTES        largest request body; larger ones get 413 (default 1048576)\n"
             "  --max-headers BYTES     largest total of request header names and values; more gets 431 (default 16k)\n"
             "  --io-timeout S          a client that sends nothing for this long is disconnected (default 10)\n"
+            "  --max-connections N     open connections per process; more get a 503 and are closed (default 10000)\n"
             "  --shutdown-timeout S    seconds in-flight work may take after SIGTERM (default 10)\n"
             "  --lua-memory BYTES      memory limit of each Lua state (default 256m; 0 = none)\n"
             "  --handler-budget MS     longest a handler may run without yielding before it is stopped (default 1000)\n"
@@ -285,6 +286,7 @@ int main(int argc, char **argv)
         OPT_FAULTS,
         OPT_MAX_HEADERS,
         OPT_IO_TIMEOUT,
+        OPT_MAX_CONNECTIONS,
         OPT_ADMIN = 255,
         OPT_LISTEN = 256,
         OPT_WORKERS,
@@ -303,6 +305,7 @@ int main(int argc, char **argv)
                                               {"fault-injection", no_argument, NULL, OPT_FAULTS},
                                               {"max-headers", required_argument, NULL, OPT_MAX_HEADERS},
                                               {"io-timeout", required_argument, NULL, OPT_IO_TIMEOUT},
+                                              {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
                                               {"workers", required_argument, NULL, OPT_WORKERS},
                                               {"data-dir", required_argument, NULL, OPT_DATA_DIR},
                                               {"brokers", required_argument, NULL, OPT_BROKERS},
@@ -328,6 +331,7 @@ int main(int argc, char **argv)
     o->max_body = 1 << 20;
     o->max_header_bytes = 16 << 10;
     uint64_t io_timeout_ms = 10000;
+    size_t max_connections = 10000;
     o->shutdown_timeout_ms = 10000;
     o->kafka_props = sy_calloc((size_t)argc + 1, sizeof(char *));
     host.admin_listen = "127.0.0.1:9090";
@@ -372,6 +376,16 @@ int main(int argc, char **argv)
                 goto Exit;
             }
             break;
+        case OPT_MAX_CONNECTIONS: {
+            char *end;
+            long n = strtol(optarg, &end, 10);
+            if (*end != '\0' || n < 1 || n > 10000000) {
+                fprintf(stderr, "switchyard: --max-connections expects a number between 1 and 10000000\n");
+                goto Exit;
+            }
+            max_connections = (size_t)n;
+            break;
+        }
         case OPT_IO_TIMEOUT: {
             char *end;
             double sec = strtod(optarg, &end);
@@ -517,7 +531,9 @@ int main(int argc, char **argv)
      * checked in the handler (JSON 413), so h2o's is set above it: bodies up to 4 x --max-body (at least 8 MiB)
      * are buffered and refused in JSON, larger ones get h2o's text answer without being read */
     size_t h2o_limit = o->max_body * 4 > ((size_t)8 << 20) ? o->max_body * 4 : ((size_t)8 << 20);
-    sy_http_config_t hcfg = {.max_body = h2o_limit, .io_timeout_ms = io_timeout_ms};
+    /* the limit is per process; each worker enforces its share (the kernel balances connections over them) */
+    size_t per_worker = (max_connections + o->workers - 1) / o->workers;
+    sy_http_config_t hcfg = {.max_body = h2o_limit, .io_timeout_ms = io_timeout_ms, .max_connections = per_worker};
     sy_http_server_init(&host.http, &hcfg, sy_lua_http_handle);
     host.nworkers = o->workers;
     if (sy_host_start(&host) != 0) {

@@ -33,6 +33,7 @@ void sy_http_server_init(sy_http_server_t *server, const sy_http_config_t *cfg, 
     server->fn = fn;
     server->config.max_request_entity_size = cfg->max_body;
     if (cfg->io_timeout_ms != 0) server->config.http1.req_timeout = cfg->io_timeout_ms;
+    server->max_connections = cfg->max_connections;
     server->config.server_name = h2o_iovec_init(H2O_STRLIT("switchyard"));
     h2o_hostconf_t *host = h2o_config_register_host(&server->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *pathconf = h2o_config_register_path(host, "/", 0);
@@ -122,14 +123,82 @@ Error:
     return -1;
 }
 
+static void on_connection_close(void *data)
+{
+    sy_http_worker_t *w = data;
+    --w->connections;
+}
+
+/* A connection over the limit: read what the client sent (so that closing does not reset the connection before the
+ * client has read the answer), write a complete 503, close. A client that sends nothing is closed after a second. */
+typedef struct {
+    h2o_socket_t *sock;
+    h2o_timeout_entry_t timeout;
+} refusal_t;
+
+static void refusal_close(refusal_t *r)
+{
+    if (h2o_timeout_is_linked(&r->timeout)) h2o_timeout_unlink(&r->timeout);
+    h2o_socket_close(r->sock);
+    free(r);
+}
+
+static void on_refusal_written(h2o_socket_t *sock, const char *err)
+{
+    refusal_close(sock->data);
+}
+
+static void on_refusal_read(h2o_socket_t *sock, const char *err)
+{
+    static const char answer[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                                 "Retry-After: 1\r\nConnection: close\r\nContent-Length: 81\r\n\r\n"
+                                 "{\"statusCode\":503,\"message\":\"too many connections\",\"error\":"
+                                 "\"Service Unavailable\"}";
+    refusal_t *r = sock->data;
+    if (err != NULL) {
+        refusal_close(r);
+        return;
+    }
+    h2o_socket_read_stop(sock);
+    h2o_buffer_consume(&sock->input, sock->input->size);
+    h2o_timeout_unlink(&r->timeout); /* from here on_refusal_written closes it */
+    h2o_iovec_t buf = h2o_iovec_init(answer, sizeof(answer) - 1);
+    h2o_socket_write(sock, &buf, 1, on_refusal_written);
+}
+
+static void on_refusal_timeout(h2o_timeout_entry_t *entry)
+{
+    refusal_close(H2O_STRUCT_FROM_MEMBER(refusal_t, timeout, entry));
+}
+
+static void refuse(sy_http_worker_t *w, h2o_socket_t *sock)
+{
+    refusal_t *r = sy_calloc(1, sizeof(*r));
+    r->sock = sock;
+    r->timeout.cb = on_refusal_timeout;
+    sock->data = r;
+    ++w->refused;
+    h2o_timeout_link(w->ctx.loop, &w->ctx.one_sec_timeout, &r->timeout);
+    h2o_socket_read_start(sock, on_refusal_read);
+}
+
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
     sy_http_worker_t *w = listener->data;
     h2o_socket_t *sock;
     if (err != NULL) return;
     /* bounded, so one busy listener cannot starve the rest of the loop */
-    for (int i = 0; i < 64 && (sock = h2o_evloop_socket_accept(listener)) != NULL; ++i)
+    for (int i = 0; i < 64 && (sock = h2o_evloop_socket_accept(listener)) != NULL; ++i) {
+        sy_http_server_t *server = H2O_STRUCT_FROM_MEMBER(sy_http_server_t, config, w->ctx.globalconf);
+        if (server->max_connections != 0 && w->connections >= server->max_connections) {
+            refuse(w, sock);
+            continue;
+        }
+        ++w->connections;
+        sock->on_close.cb = on_connection_close;
+        sock->on_close.data = w;
         h2o_accept(&w->accept_ctx, sock);
+    }
 }
 
 void sy_http_worker_init(sy_http_worker_t *w, sy_http_server_t *server, h2o_loop_t *loop, int listen_fd, void *cookie)

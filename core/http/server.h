@@ -14,6 +14,7 @@ typedef int (*sy_http_handler_fn)(void *cookie, h2o_req_t *req);
 typedef struct {
     size_t max_body;        /* bytes; larger bodies get 413 before any handler runs */
     uint64_t io_timeout_ms; /* idle read/write timeout (slow clients) */
+    size_t max_connections; /* per worker; past it a new connection gets a 503 and is closed (0: no limit) */
 } sy_http_config_t;
 
 /* The process-wide h2o configuration with one catch-all path whose handler calls fn(cookie, req) on the loop thread
@@ -21,6 +22,7 @@ typedef struct {
 typedef struct st_sy_http_server_t {
     h2o_globalconf_t config;
     sy_http_handler_fn fn;
+    size_t max_connections;
 } sy_http_server_t;
 
 void sy_http_server_init(sy_http_server_t *server, const sy_http_config_t *cfg, sy_http_handler_fn fn);
@@ -38,7 +40,8 @@ typedef struct st_sy_http_worker_t {
     h2o_accept_ctx_t accept_ctx;
     h2o_socket_t *listener;
     void *cookie;
-    size_t connections;
+    size_t connections; /* open connections of this worker */
+    size_t refused;     /* connections refused over the limit */
 } sy_http_worker_t;
 
 void sy_http_worker_init(sy_http_worker_t *w, sy_http_server_t *server, h2o_loop_t *loop, int listen_fd, void *cookie);

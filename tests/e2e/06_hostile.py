@@ -142,6 +142,36 @@ def test_many_connections_at_once(bin):
                 x.close()
 
 
+def test_connection_limit_refuses_cleanly_and_recovers(bin):
+    with Switchyard(bin, None, ["--max-connections", "4"], workers=1) as s:
+        held = []
+
+        def hold_one():
+            # the harness's own start-up probes may not have been seen closed yet: a refused one is simply retried
+            h = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+            h.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            if h.recv(4096).startswith(b"HTTP/1.1 200"):
+                held.append(h)
+                return True
+            h.close()
+            return False
+        try:
+            for _ in range(4):  # each is accepted (answers a request) and stays open
+                s.wait_for(hold_one, 5, "a connection held")
+            out = raw_exchange(s, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            check(out.startswith(b"HTTP/1.1 503"), "the fifth connection: %r" % out[:60])
+            body = json.loads(out.split(b"\r\n\r\n", 1)[1])
+            eq(body["statusCode"], 503, "refusal body")
+            check(b"Retry-After: 1" in out, "refusal without Retry-After")
+        finally:
+            held.pop().close()
+        # a slot is free again once the server has seen the close
+        s.wait_for(lambda: raw_exchange(s, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                   .startswith(b"HTTP/1.1 200"), 5, "a connection accepted after one closed")
+        for h in held:
+            h.close()
+
+
 LUA_FAULTS = r'''
 http.get("/spin", function() local i = 0 while true do i = i + 1 end end)
 http.get("/hog", function() local t = {} while true do t[#t + 1] = string.rep("x", 4096) .. #t end end)
