@@ -117,31 +117,50 @@ static void send_metrics(sy_admin_t *admin, h2o_req_t *req)
     free(regs);
 }
 
-/* POST /faults/brokers/<id>/down|up (embedded broker, --fault-injection only): for tests of broker outages. */
+/* Fault injection into the embedded broker (--fault-injection only), for tests of broker trouble:
+ *   POST /faults/brokers/<id>/down | /up         take a broker down (connections and listener) or back up
+ *   POST /faults/brokers/<id>/rtt/<ms>           delay every answer of a broker
+ *   POST /faults/produce-errors/<code>/<count>   fail the next <count> produce requests with Kafka error <code> */
 static void handle_fault(sy_admin_t *admin, h2o_req_t *req)
 {
     h2o_iovec_t path = req->path_normalized;
     rd_kafka_mock_cluster_t *mock = admin->host->cluster ? sy_kafka_cluster_mock(admin->host->cluster) : NULL;
-    char buf[64];
-    int id;
-    char what[8];
+    char buf[96], what[8], tail;
+    int id, a, b;
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
     if (!admin->host->fault_injection || mock == NULL) {
         sy_http_send_error(req, 403, "fault injection needs --fault-injection and the embedded broker", NULL, NULL);
         return;
     }
-    snprintf(buf, sizeof(buf), "%.*s", (int)(path.len < 63 ? path.len : 63), path.base);
-    if (sscanf(buf, "/faults/brokers/%d/%7s", &id, what) != 2 ||
-        (strcmp(what, "down") != 0 && strcmp(what, "up") != 0)) {
-        sy_http_send_error(req, 404, "expected /faults/brokers/<id>/down or /up", NULL, NULL);
+    snprintf(buf, sizeof(buf), "%.*s", (int)(path.len < 95 ? path.len : 95), path.base);
+    if (sscanf(buf, "/faults/brokers/%d/rtt/%d%c", &id, &a, &tail) == 2 && a >= 0 && a <= 60000) {
+        err = rd_kafka_mock_broker_set_rtt(mock, id, a);
+        sy_warn("admin", "fault injection: embedded broker %d answers after %d ms", id, a);
+    } else if (sscanf(buf, "/faults/produce-errors/%d/%d%c", &a, &b, &tail) == 2 && a > 0 && a < 1000 && b > 0 &&
+               b <= 10000) {
+        rd_kafka_resp_err_t *errs = sy_malloc((size_t)b * sizeof(*errs));
+        for (int i = 0; i < b; ++i)
+            errs[i] = (rd_kafka_resp_err_t)a;
+        rd_kafka_mock_push_request_errors_array(mock, 0 /* Produce */, (size_t)b, errs);
+        free(errs);
+        sy_warn("admin", "fault injection: the next %d produce request(s) fail with %s", b,
+                rd_kafka_err2name((rd_kafka_resp_err_t)a));
+    } else if (sscanf(buf, "/faults/brokers/%d/%7s", &id, what) == 2 &&
+               (strcmp(what, "down") == 0 || strcmp(what, "up") == 0)) {
+        err =
+            strcmp(what, "down") == 0 ? rd_kafka_mock_broker_set_down(mock, id) : rd_kafka_mock_broker_set_up(mock, id);
+        sy_warn("admin", "fault injection: embedded broker %d set %s", id, what);
+    } else {
+        sy_http_send_error(req, 404,
+                           "expected /faults/brokers/<id>/down|up, /faults/brokers/<id>/rtt/<ms> or "
+                           "/faults/produce-errors/<code>/<count>",
+                           NULL, NULL);
         return;
     }
-    rd_kafka_resp_err_t err =
-        strcmp(what, "down") == 0 ? rd_kafka_mock_broker_set_down(mock, id) : rd_kafka_mock_broker_set_up(mock, id);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         sy_http_send_error(req, 400, rd_kafka_err2str(err), NULL, NULL);
         return;
     }
-    sy_warn("admin", "fault injection: embedded broker %d set %s", id, what);
     send_json(req, 200, "{\"ok\":true}");
 }
 

@@ -260,5 +260,63 @@ def test_broker_down_gives_503_then_recovers_without_loss(bin):
         print("     503 after %.1f s with the broker down" % took)
 
 
+
+def fault(s, path):
+    import urllib.request
+    req = urllib.request.Request("http://127.0.0.1:%d/faults/%s" % (s.admin_port, path), method="POST")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        eq(r.status, 200, "fault %s" % path)
+
+
+def test_consumer_resumes_after_a_broker_restart(bin):
+    with Switchyard(bin, None, ["--fault-injection"], allowed_errors=[r"."]) as s:
+        a = s.post_json("/auth/sign-up", {"name": "A", "email": "restart-a-%d@example.com" % os.getpid()})
+        eq(a.status, 202, "sign-up before")
+        s.wait_for(lambda: s.request("GET", "/users/%d" % a.json["id"]).status == 200, KAFKA_TIMEOUT, "A stored")
+        fault(s, "brokers/1/down")
+        fault(s, "brokers/1/up")
+        b = s.wait_for(lambda: (lambda r: r if r.status == 202 else None)(s.post_json(
+            "/auth/sign-up", {"name": "B", "email": "restart-b-%d@example.com" % os.getpid()})),
+            KAFKA_TIMEOUT, "a sign-up accepted after the restart")
+        s.wait_for(lambda: s.request("GET", "/users/%d" % b.json["id"]).status == 200, KAFKA_TIMEOUT,
+                   "B stored: the consumer resumed after the restart")
+        eq(s.request("GET", "/users/%d" % a.json["id"]).status, 200, "A still there")
+
+
+EMIT_ONLY = '''
+kafka.topic("faulty", { partitions = 1 })
+http.post("/emit", function(req)
+  local rec, err, retry = kafka.emit("faulty", { n = req.body.n })
+  if not rec then return http.unavailable(err, retry) end
+  return 202, rec
+end)
+'''
+
+
+def test_produce_errors_retriable_then_permanent_and_a_slow_broker(bin):
+    with Switchyard(bin, write_routes(EMIT_ONLY), ["--fault-injection"], workers=1,
+                    allowed_errors=[r"."]) as s:
+        eq(s.post_json("/emit", {"n": 0}).status, 202, "emit before the faults")
+        fault(s, "produce-errors/6/3")  # NOT_LEADER_OR_FOLLOWER x 3: retriable, librdkafka retries
+        r = s.post_json("/emit", {"n": 1})
+        eq(r.status, 202, "emit through retriable produce errors (%r)" % r.body[:200])
+        fault(s, "produce-errors/10/20")  # MESSAGE_TOO_LARGE: permanent
+        r = s.post_json("/emit", {"n": 2})
+        assert_json_error(r, 503)
+        check(r.headers.get("retry-after"), "503 without Retry-After")
+        # drain the remaining pushed errors: each failing emit consumes one produce request
+        s.wait_for(lambda: s.post_json("/emit", {"n": 3}).status == 202, KAFKA_TIMEOUT, "emits succeed again")
+        fault(s, "brokers/1/rtt/400")
+        t0 = time.monotonic()
+        eq(s.post_json("/emit", {"n": 4}).status, 202, "emit with a slow broker")
+        took = time.monotonic() - t0
+        check(took >= 0.35, "the 400 ms round trip was not felt (%.2f s)" % took)
+        fault(s, "brokers/1/rtt/0")
+        values = [json.loads(v)["n"] for k, v, h in s.kcat_dump("faulty")]
+        check(2 not in values, "the refused record is not on the topic: %r" % values)
+        for n in (0, 1, 4):
+            eq(values.count(n), 1, "records with n=%d (exactly once)" % n)
+
+
 if __name__ == "__main__":
     sy.run(globals())
