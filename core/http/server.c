@@ -300,8 +300,7 @@ void sy_http_send(h2o_req_t *req, int status, const char *body, size_t body_len,
     h2o_send(req, &buf, 1, H2O_SEND_STATE_FINAL);
 }
 
-/* JSON string escaping for the few C-generated error messages (ASCII, but be safe anyway). */
-static size_t json_escape(char *dst, size_t size, const char *s)
+size_t sy_http_json_escape(char *dst, size_t size, const char *s)
 {
     size_t o = 0;
     for (; *s != '\0' && o + 7 < size; ++s) {
@@ -323,7 +322,7 @@ void sy_http_send_error(h2o_req_t *req, int status, const char *message, const c
                         const char *extra_value)
 {
     char esc[512], body[700];
-    json_escape(esc, sizeof(esc), message);
+    sy_http_json_escape(esc, sizeof(esc), message);
     int n = snprintf(body, sizeof(body), "{\"statusCode\":%d,\"message\":\"%s\",\"error\":\"%s\"}", status, esc,
                      sy_http_reason(status));
     const char *headers[4] = {"content-type", "application/json", extra_header, extra_value};

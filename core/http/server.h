@@ -58,5 +58,8 @@ void sy_http_send(h2o_req_t *req, int status, const char *body, size_t body_len,
 void sy_http_send_error(h2o_req_t *req, int status, const char *message, const char *extra_header,
                         const char *extra_value);
 const char *sy_http_reason(int status);
+/* Escapes s for the inside of a JSON string (quotes, backslashes, control characters) into dst, always
+ * NUL-terminated, truncated to fit. Returns the length written. */
+size_t sy_http_json_escape(char *dst, size_t size, const char *s);
 
 #endif

@@ -50,21 +50,10 @@ static int readiness(sy_host_t *host, char *reason, size_t size)
 
 static void json_string(char *dst, size_t size, const char *s)
 {
-    size_t o = 0;
-    dst[o++] = '"';
-    for (; s != NULL && *s != '\0' && o + 8 < size; ++s) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            dst[o++] = '\\';
-            dst[o++] = (char)c;
-        } else if (c < 0x20) {
-            o += (size_t)snprintf(dst + o, size - o, "\\u%04x", c);
-        } else {
-            dst[o++] = (char)c;
-        }
-    }
-    dst[o++] = '"';
-    dst[o] = '\0';
+    dst[0] = '"';
+    size_t n = sy_http_json_escape(dst + 1, size - 2, s != NULL ? s : "");
+    dst[n + 1] = '"';
+    dst[n + 2] = '\0';
 }
 
 static void send_status(sy_admin_t *admin, h2o_req_t *req)

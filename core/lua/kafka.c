@@ -217,6 +217,24 @@ static void on_message_done(sy_co_t *co, int ok, int nresults)
     free(ctx);
 }
 
+void sy_lua_push_kafka_headers(lua_State *L, const rd_kafka_message_t *msg)
+{
+    lua_newtable(L);
+    rd_kafka_headers_t *hdrs = NULL;
+    if (rd_kafka_message_headers(msg, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR) return;
+    const char *name;
+    const void *value;
+    size_t size;
+    for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR; ++i) {
+        lua_pushstring(L, name);
+        if (value != NULL)
+            lua_pushlstring(L, value, size);
+        else
+            lua_pushliteral(L, "");
+        lua_rawset(L, -3); /* the last value of a repeated header wins */
+    }
+}
+
 static void push_message(lua_State *L, const rd_kafka_message_t *msg)
 {
     lua_createtable(L, 0, 6);
@@ -234,21 +252,7 @@ static void push_message(lua_State *L, const rd_kafka_message_t *msg)
         lua_pushlstring(L, msg->payload, msg->len);
         lua_setfield(L, -2, "value");
     }
-    lua_newtable(L); /* msg headers */
-    rd_kafka_headers_t *hdrs = NULL;
-    if (rd_kafka_message_headers(msg, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        const char *name;
-        const void *value;
-        size_t size;
-        for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR; ++i) {
-            lua_pushstring(L, name);
-            if (value != NULL)
-                lua_pushlstring(L, value, size);
-            else
-                lua_pushliteral(L, "");
-            lua_rawset(L, -3); /* the last value of a repeated header wins */
-        }
-    }
+    sy_lua_push_kafka_headers(L, msg); /* msg headers */
     lua_setfield(L, -2, "headers");
 }
 

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <lua.h>
+#include <librdkafka/rdkafka.h>
 
 struct st_sy_worker_t;
 
@@ -31,6 +32,9 @@ int sy_lua_rpc_worker_start(struct st_sy_worker_t *w, char *errbuf, size_t errbu
 void sy_lua_rpc_worker_stop(struct st_sy_worker_t *w);
 void sy_lua_rpc_worker_update(struct st_sy_worker_t *w, const struct st_sy_app_t *old_app, struct st_sy_app_t *new_app);
 int sy_lua_rpc_request(lua_State *L);
+
+/* Pushes a table of the record's headers (name -> value; the last of a repeated name wins; a null value is ""). */
+void sy_lua_push_kafka_headers(lua_State *L, const rd_kafka_message_t *msg);
 
 /* Appends x-request-id and traceparent of the HTTP request a handler serves (unless the handler set them) to hs,
  * which must have room for 2 more. Returns the new count. */

@@ -55,21 +55,7 @@ static void on_reply(void *cookie, rd_kafka_resp_err_t err, const rd_kafka_messa
         lua_pushlstring(L, reply->payload, reply->len);
     else
         lua_pushnil(L);
-    lua_newtable(L);
-    rd_kafka_headers_t *hdrs = NULL;
-    if (rd_kafka_message_headers(reply, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        const char *name;
-        const void *value;
-        size_t size;
-        for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR; ++i) {
-            lua_pushstring(L, name);
-            if (value != NULL)
-                lua_pushlstring(L, value, size);
-            else
-                lua_pushliteral(L, "");
-            lua_rawset(L, -3);
-        }
-    }
+    sy_lua_push_kafka_headers(L, reply);
     sy_co_resume(co, 2);
 }
 
