@@ -332,6 +332,10 @@ end
 -- Returns true, { n =, results... } or false, message-with-traceback.
 function Harness:_run(fn, ...)
   local co = coroutine.create(fn)
+  if self.pending_http then -- an HTTP request's coroutine (see add_trace_headers)
+    self.http_requests[co] = self.pending_http
+    self.pending_http = nil
+  end
   local args = pack(...)
   local waits = 0
   while true do
@@ -555,6 +559,16 @@ local function read_headers(fname, args, i)
   return out
 end
 
+-- kafka.c sy_lua_kafka_trace_headers: a record produced while serving an HTTP request (its own coroutine, not a
+-- handler it calls in process) carries the request's x-request-id and traceparent, unless the handler set them.
+local function add_trace_headers(h, headers)
+  local req = h.http_requests[h.running]
+  if req == nil then return headers end
+  if headers["x-request-id"] == nil then headers["x-request-id"] = req.id end
+  if headers.traceparent == nil and req.traceparent ~= nil then headers.traceparent = req.traceparent end
+  return headers
+end
+
 -- The twin of the C `core` table for harness h (see core/lua/primitives.h). Every function takes its arguments
 -- exactly like the C one.
 function M.new_core(h)
@@ -593,10 +607,14 @@ function M.new_core(h)
     local topic = check_string("emit", a, 1)
     local value = opt_string("emit", a, 2)
     local key = opt_string("emit", a, 3)
-    local headers = read_headers("emit", a, 4)
+    local headers = add_trace_headers(h, read_headers("emit", a, 4))
     local partition
-    if a[5] ~= nil then partition = check_integer("emit", a, 5) end
-    if partition == -1 then partition = nil end -- RD_KAFKA_PARTITION_UA
+    if a[5] ~= nil then
+      partition = check_number("emit", a, 5)
+      if not (partition >= 0 and partition <= 2147483647) or partition ~= math.floor(partition) then
+        argerror("emit", 5, "partition must be an integer between 0 and 2^31-1")
+      end
+    end
     local wait = a[6] ~= nil and a[6] ~= false
     if wait then h:_check_handler("kafka.emit") end
     if h.loading then return nil, "kafka is not available while loading routes", 1 end
@@ -629,13 +647,15 @@ function M.new_core(h)
     local value = opt_string("request", a, 2)
     local key = opt_string("request", a, 3)
     local timeout = check_number("request", a, 5)
-    local headers = read_headers("request", a, 4)
+    local headers = add_trace_headers(h, read_headers("request", a, 4))
     if timeout < 1 or timeout > 3600 * 1000 then argerror("request", 5, "timeout must be between 1 ms and 1 hour") end
     h:_check_handler("kafka.request")
     -- a worker has a request-reply instance only when its app declares reply topics, and it sends requests only
     -- to topics whose TOPIC.reply is one of them
     local reply_topics = h.app and h.app.reply_topics or {}
-    if #reply_topics == 0 then return "request-reply is not available (shutting down)", nil end
+    if #reply_topics == 0 then
+      return format('no reply topic for %s: declare kafka.topic("%s", { replies = true })', topic, topic), nil
+    end
     local declared = false
     for _, t in ipairs(reply_topics) do
       if t == topic .. ".reply" then declared = true end
@@ -940,6 +960,7 @@ function M.load(path, opts)
     wall_start = os.time() * 1000,
     logs = {},        -- { level =, message =, module = }
     sleeps = {},      -- every virtual sleep, in ms
+    http_requests = setmetatable({}, { __mode = "k" }), -- HTTP coroutine -> { id, traceparent }
     stores = opts.stores or {},
     offsets = {},
     round_robin = {},
@@ -1069,6 +1090,8 @@ function Harness:request(method, target, opts)
   for _, p in ipairs(params) do decoded_params[p[1]] = percent_decode(p[2]) end
   local req = { method = method, path = path, query_string = qs, body_raw = body, id = request_id,
                 headers = headers, params = decoded_params }
+  local tp = headers.traceparent
+  self.pending_http = { id = request_id, traceparent = (type(tp) == "string" and #tp == 55) and tp or nil }
   local ok, res = self:_run(App.handle_http, self.app, id, req)
   if not ok then
     -- core/lua/http.c on_http_done: the runtime failed outside the handler

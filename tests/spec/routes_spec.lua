@@ -56,10 +56,10 @@ describe("routes.lua", function()
       assert.emitted(app, "create_user", { id = 2, name = "Grace" }, { key = "2" })
     end)
 
-    it("emits a NestJS event: JSON value, no Nest headers", function()
-      app:post("/auth/sign-up", ADA)
+    it("emits a NestJS event: JSON value, no Nest headers, the request id for tracing", function()
+      local res = app:post("/auth/sign-up", ADA)
       local ev = app:last_event("create_user")
-      assert.same({}, ev.headers)
+      assert.same({ ["x-request-id"] = res.headers["x-request-id"] }, ev.headers)
       assert.same({ id = 1, name = "Ada Lovelace", email = "Ada@Example.com" }, cjson.decode(ev.value))
     end)
 
@@ -194,6 +194,14 @@ describe("routes.lua", function()
 
     it("404 for an unknown user", function()
       assert.json_body({ statusCode = 404, message = "user 2 not found", error = "Not Found" }, app:get("/users/2"))
+    end)
+
+    it("the request carries the HTTP request id; the reply, made by another handler, does not", function()
+      sign_up()
+      local res = app:get("/users/1", { headers = { ["x-request-id"] = "lookup-7" } })
+      assert.status(200, res)
+      assert.equals("lookup-7", app:last_event("get_user").headers["x-request-id"])
+      assert.is_nil(app:last_event("get_user.reply").headers["x-request-id"])
     end)
 
     it("504 when the auth service does not answer in time (5 s by default)", function()

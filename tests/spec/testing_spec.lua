@@ -497,7 +497,7 @@ describe("harness: Kafka around the runtime", function()
     local bare = testing.load_string([[
       http.get("/", function() local v, err = kafka.request("x", "q"); return { err = err } end)
     ]])
-    assert.json_body({ err = "request-reply is not available (shutting down)" }, bare:get("/"))
+    assert.json_body({ err = 'no reply topic for x: declare kafka.topic("x", { replies = true })' }, bare:get("/"))
   end)
 
   it("core.request checks its timeout like rpc.c", function()
