@@ -59,7 +59,7 @@ typedef struct st_sy_app_t {
     char *summary;             /* App:describe(), for --check and /status */
     char **reply_topics;       /* "<topic>.reply" topics kafka.request reads from */
     size_t nreply_topics;
-    int linger_ms;         /* config: the producer's batching and delivery timeout */
+    int linger_ms; /* config: the producer's batching and delivery timeout */
     int batch_size;
     int delivery_timeout_ms;
     char *telemetry_topic; /* NULL: no request telemetry */

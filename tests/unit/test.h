@@ -23,7 +23,7 @@ static const char *sy_test_current;
     do {                                                                                                               \
         const char *sy_a_ = (a), *sy_b_ = (b);                                                                         \
         if (sy_a_ == NULL || sy_b_ == NULL || strcmp(sy_a_, sy_b_) != 0) {                                             \
-            fprintf(stderr, "FAIL %s (%s:%d): %s == \"%s\", expected \"%s\"\n", sy_test_current, __FILE__, __LINE__,    \
+            fprintf(stderr, "FAIL %s (%s:%d): %s == \"%s\", expected \"%s\"\n", sy_test_current, __FILE__, __LINE__,   \
                     #a, sy_a_ ? sy_a_ : "(null)", sy_b_ ? sy_b_ : "(null)");                                           \
             ++sy_test_failures;                                                                                        \
         }                                                                                                              \
@@ -34,7 +34,10 @@ typedef struct {
     void (*fn)(void);
 } sy_test_case_t;
 
-#define T(fn) {#fn, fn}
+#define T(fn)                                                                                                          \
+    {                                                                                                                  \
+#fn, fn                                                                                                        \
+    }
 #define RUN_TESTS(...)                                                                                                 \
     int main(void)                                                                                                     \
     {                                                                                                                  \
@@ -43,7 +46,7 @@ typedef struct {
             sy_test_current = cases[i].name;                                                                           \
             int before = sy_test_failures;                                                                             \
             cases[i].fn();                                                                                             \
-            fprintf(stderr, "%s %s\n", sy_test_failures == before ? "ok  " : "FAIL", cases[i].name);                    \
+            fprintf(stderr, "%s %s\n", sy_test_failures == before ? "ok  " : "FAIL", cases[i].name);                   \
         }                                                                                                              \
         return sy_test_failures != 0;                                                                                  \
     }
