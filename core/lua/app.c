@@ -51,20 +51,16 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
     }
 }
 
-/* lua_Alloc with a per-state ceiling: past it an allocation fails and Lua raises "not enough memory". */
+/* lua_Alloc with a per-state ceiling: past it an allocation fails and Lua raises "not enough memory". It wraps
+ * LuaJIT's own allocator (faster than malloc for Lua's many small objects), which stays in charge of the memory. */
 static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     sy_app_t *app = ud;
-    if (nsize == 0) {
-        app->mem_used -= ptr != NULL ? osize : 0;
-        free(ptr);
-        return NULL;
-    }
     size_t old = ptr != NULL ? osize : 0;
-    if (limit_memory && limits.memory_limit != 0 && nsize > old && app->mem_used + (nsize - old) > limits.memory_limit)
+    if (nsize > old && limit_memory && limits.memory_limit != 0 && app->mem_used + (nsize - old) > limits.memory_limit)
         return NULL;
-    void *p = realloc(ptr, nsize);
-    if (p != NULL) app->mem_used = app->mem_used - old + nsize;
+    void *p = app->base_alloc(app->base_ud, ptr, osize, nsize);
+    if (p != NULL || nsize == 0) app->mem_used = app->mem_used - old + nsize;
     return p;
 }
 
@@ -333,10 +329,13 @@ sy_app_t *sy_app_create(const char *routes_path, const char *scripts_dir, struct
     app->refcnt = 1;
     h2o_linklist_init_anchor(&app->coroutines);
     app->app_ref = app->handle_http_ref = app->handle_message_ref = LUA_NOREF;
-    if ((L = app->L = lua_newstate(limited_alloc, app)) == NULL) {
+    if ((L = app->L = luaL_newstate()) == NULL) {
         snprintf(errbuf, errbuf_size, "cannot create a Lua state");
         goto Error;
     }
+    app->base_alloc = lua_getallocf(L, &app->base_ud);
+    app->mem_used = (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB, 0);
+    lua_setallocf(L, limited_alloc, app);
     lua_atpanic(L, panic_handler);
     luaL_openlibs(L);
     lua_sethook(L, budget_hook, LUA_MASKCOUNT, 10000);
@@ -424,7 +423,11 @@ void sy_app_retain(sy_app_t *app)
 void sy_app_release(sy_app_t *app)
 {
     if (--app->refcnt != 0) return;
-    if (app->L != NULL) lua_close(app->L);
+    if (app->L != NULL) {
+        /* LuaJIT frees its own allocator's arena at close only when it recognises it as the state's allocator */
+        lua_setallocf(app->L, app->base_alloc, app->base_ud);
+        lua_close(app->L);
+    }
     sy_router_destroy(app->router);
     for (size_t i = 0; i < app->nroutes; ++i) {
         free_static(app->statics ? app->statics[i] : NULL);

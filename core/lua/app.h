@@ -56,8 +56,10 @@ typedef struct st_sy_app_t {
     h2o_linklist_t coroutines; /* every live coroutine (sy_co_t.link) */
     double loaded_at;          /* unix time */
     size_t mem_used;           /* bytes allocated by the Lua state */
-    char *summary;             /* App:describe(), for --check and /status */
-    char **reply_topics;       /* "<topic>.reply" topics kafka.request reads from */
+    lua_Alloc base_alloc;      /* LuaJIT's own allocator, wrapped by the memory limit */
+    void *base_ud;
+    char *summary;       /* App:describe(), for --check and /status */
+    char **reply_topics; /* "<topic>.reply" topics kafka.request reads from */
     size_t nreply_topics;
     int linger_ms; /* config: the producer's batching and delivery timeout */
     int batch_size;
