@@ -253,6 +253,9 @@ static void read_declarations(sy_app_t *app)
     for (size_t i = 0; i < app->ngroups; ++i) {
         lua_rawgeti(L, -1, (int)i + 1); /* app groups g */
         app->groups[i].group = field_string(L, -1, "group");
+        lua_getfield(L, -1, "serves_requests");
+        app->groups[i].serves_requests = lua_toboolean(L, -1);
+        lua_pop(L, 1);
         lua_getfield(L, -1, "topics"); /* app groups g topics */
         app->groups[i].ntopics = lua_objlen(L, -1);
         app->groups[i].topics = sy_calloc(app->groups[i].ntopics + 1, sizeof(char *));
@@ -377,7 +380,13 @@ sy_app_t *sy_app_create(const char *routes_path, const char *scripts_dir, struct
     app->batch_size = (int)lua_tointeger(L, -1);
     lua_getfield(L, -3, "delivery_timeout_ms");
     app->delivery_timeout_ms = (int)lua_tointeger(L, -1);
-    lua_pop(L, 4);
+    lua_getfield(L, -4, "fetch_wait_ms");
+    app->fetch_wait_ms = (int)lua_tointeger(L, -1);
+    lua_getfield(L, -5, "event_fetch_wait_ms");
+    app->event_fetch_wait_ms = (int)lua_tointeger(L, -1);
+    lua_getfield(L, -6, "reply_fetch_wait_ms");
+    app->reply_fetch_wait_ms = (int)lua_tointeger(L, -1);
+    lua_pop(L, 7);
     lua_getfield(L, -1, "telemetry"); /* runtime app telemetry */
     if (lua_istable(L, -1)) {
         app->telemetry_topic = field_string(L, -1, "topic");

@@ -27,6 +27,7 @@ typedef struct {
     char *group;
     char **topics;
     size_t ntopics;
+    int serves_requests; /* a kafka.reply handler is in this group: someone waits for its answers */
 } sy_app_group_t;
 
 typedef struct {
@@ -64,6 +65,9 @@ typedef struct st_sy_app_t {
     int linger_ms; /* config: the producer's batching and delivery timeout */
     int batch_size;
     int delivery_timeout_ms;
+    int fetch_wait_ms; /* config: consumer fetch waits (groups that answer requests, event-only groups, replies) */
+    int event_fetch_wait_ms;
+    int reply_fetch_wait_ms;
     char *telemetry_topic; /* NULL: no request telemetry */
     int telemetry_batch;
     int telemetry_flush_ms;

@@ -332,7 +332,9 @@ static sy_worker_consumer_t *consumer_start(sy_worker_t *w, const sy_app_group_t
     sy_worker_consumer_t *wc = sy_calloc(1, sizeof(*wc));
     wc->worker = w;
     wc->group = sy_strdup(g->group);
-    sy_kafka_consumer_config_t ccfg = {0};
+    const sy_app_t *app = w->app;
+    int wait = g->serves_requests ? app->fetch_wait_ms : app->event_fetch_wait_ms;
+    sy_kafka_consumer_config_t ccfg = {.fetch_wait_max_ms = wait > 0 ? wait : 1};
     wc->consumer = sy_kafka_consumer_create(w->host->cluster, w->loop, wc->group, (const char *const *)g->topics,
                                             g->ntopics, &ccfg, on_message, wc, errbuf, errbuf_size);
     if (wc->consumer == NULL) {

@@ -129,7 +129,7 @@ static int same_list(char **a, size_t na, char **b, size_t nb)
 
 static sy_kafka_rpc_t *rpc_start(sy_worker_t *w, sy_app_t *app, char *errbuf, size_t errbuf_size)
 {
-    sy_kafka_rpc_config_t cfg = {0};
+    sy_kafka_rpc_config_t cfg = {.fetch_wait_max_ms = app->reply_fetch_wait_ms > 0 ? app->reply_fetch_wait_ms : 1};
     return sy_kafka_rpc_create(w->host->cluster, w->loop, w->producer, (const char *const *)app->reply_topics,
                                app->nreply_topics, &cfg, errbuf, errbuf_size);
 }

@@ -152,7 +152,10 @@ function M.new(core, options)
                reply_partitions = 16,
                -- the producer's batching (librdkafka linger.ms, batch.size) and delivery timeout: one producer per
                -- worker serves every topic, so these are per routes file, not per topic
-               linger_ms = 1, batch_size = 0, delivery_timeout_ms = 5000 },
+               linger_ms = 1, batch_size = 0, delivery_timeout_ms = 5000,
+               -- how long a consumer's fetch may wait on an idle partition (librdkafka fetch.wait.max.ms): short
+               -- where someone waits for the answer, longer for events (an idle consumer then costs less CPU)
+               fetch_wait_ms = 5, event_fetch_wait_ms = 100, reply_fetch_wait_ms = 1 },
   }, App)
   app.env = app:make_env()
   return app
@@ -346,7 +349,10 @@ function App:make_env()
       retries = opts.retries or app.config.retries, backoff_ms = opts.backoff_ms or app.config.backoff_ms,
     }
     for _, g in ipairs(app.groups) do
-      if g.group == opts.group then g.topics[#g.topics + 1] = topic end
+      if g.group == opts.group then
+        g.topics[#g.topics + 1] = topic
+        if kind == "reply" then g.serves_requests = true end
+      end
     end
     app:declare_topic(topic)
     app:declare_topic(topic .. ".dlq")
