@@ -451,10 +451,13 @@ int main(int argc, char **argv)
             usage(stdout);
             ret = 0;
             goto Exit;
-        case 'V':
-            printf("switchyard %s\n", SY_VERSION);
+        case 'V': {
+            char *dir = find_scripts_dir();
+            printf("switchyard %s\nLua library: %s\n", SY_VERSION, dir);
+            free(dir);
             ret = 0;
             goto Exit;
+        }
         default:
             if (optopt != 0)
                 fprintf(stderr, "switchyard: option '%s' needs a value or is unknown\n", argv[optind - 1]);
