@@ -53,6 +53,10 @@ void sy_kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const cha
     /* a broker connection failing is logged here on every retry and reported once more to the error callback,
      * which logs it without repeating itself: keep only the latter */
     if (strcmp(fac, "FAIL") == 0 && sylevel > SY_LOG_DEBUG) sylevel = SY_LOG_DEBUG;
+    /* the commit librdkafka attempts while a closing member unassigns is refused when another member left first;
+     * the offsets were committed just before (sy_kafka_consumer_commit at shutdown), so this one is only noise */
+    if (strcmp(fac, "COMMITFAIL") == 0 && strstr(buf, "(unassigned partitions)") != NULL && sylevel > SY_LOG_DEBUG)
+        sylevel = SY_LOG_DEBUG;
     if (sylevel < sy_log_min_level) return;
     sy_log(sylevel, "kafka", "%s [%s] %s", rk != NULL ? rd_kafka_name(rk) : "-", fac, buf);
 }
