@@ -93,7 +93,7 @@ kafka.on("create_user", { group = "auth-consumer", body = CreateUserDto }, funct
   local id = tonumber(msg.key) or users:next_id()
   local user = { id = id, name = msg.value.name, email = msg.value.email }
   users:put(id, user)
-  emails:put(user.email:lower(), id)
+  emails:put_new(user.email:lower(), id) -- already reserved when the sign-up came through our HTTP route
   log.info("user %d stored (%s)", id, user.email)
 end)
 
