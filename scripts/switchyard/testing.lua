@@ -1060,32 +1060,35 @@ function Harness:request(method, target, opts)
   local start = self.clock
   local body_len = body and #body or 0
   local path = normalize_path(raw_path)
+  -- like core/lua/http.c: every request gets its id first (404 and 413 answers carry it too)
+  local request_id = headers["x-request-id"]
+  if not valid_request_id(request_id) then
+    self.requests = self.requests + 1
+    request_id = format("%08x%02x%06x", self.id, 0, self.requests % 0x1000000)
+  end
   local id, params, allowed = self:_match(method, path)
   if id == nil and params == "not found" then
-    self:_account("unmatched", method, 404, body_len, start, nil)
+    self:_account("unmatched", method, 404, body_len, start, request_id)
     local shown = #path > 200 and path:sub(1, 200) or path
-    return self:_response(method, error_response(404, format("Cannot %s %s", method:sub(1, 16), shown)))
+    return self:_response(method, error_response(404, format("Cannot %s %s", method:sub(1, 16), shown),
+      "x-request-id", request_id))
   elseif id == nil then
-    self:_account("unmatched", method, 405, body_len, start, nil)
+    self:_account("unmatched", method, 405, body_len, start, request_id)
     return self:_response(method, error_response(405, format("method %s is not allowed here", method:sub(1, 16)),
       "allow", format_methods(allowed)))
   end
   local route = self.app.routes[id]
   -- like core/lua/http.c: a matched route refuses a body over --max-body with a JSON 413 before anything else
   if body ~= nil and #body > self.max_body then
-    self:_account(route.path, method, 413, body_len, start, nil)
-    return self:_response(method, error_response(413, format("request body is larger than %d bytes", self.max_body)))
+    self:_account(route.path, method, 413, body_len, start, request_id)
+    return self:_response(method, error_response(413, format("request body is larger than %d bytes", self.max_body),
+      "x-request-id", request_id))
   end
   if route.static then
-    self:_account(route.path, method, route.static.status, body_len, start, nil)
+    self:_account(route.path, method, route.static.status, body_len, start, request_id)
     return self:_response(method, route.static.status, route.static.body, route.static.headers)
   end
 
-  local request_id = headers["x-request-id"]
-  if not valid_request_id(request_id) then
-    self.requests = self.requests + 1
-    request_id = format("%08x%02x%06x", self.id, 0, self.requests % 0x1000000)
-  end
   local decoded_params = {}
   for _, p in ipairs(params) do decoded_params[p[1]] = percent_decode(p[2]) end
   local req = { method = method, path = path, query_string = qs, body_raw = body, id = request_id,
