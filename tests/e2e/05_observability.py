@@ -185,6 +185,9 @@ def test_request_id_travels_to_kafka(bin):
         r = s.request("GET", "/users/abc")
         check(re.match(r"^[0-9a-f]{16}$", r.headers.get("x-request-id", "")), "generated request id: %r" %
               r.headers.get("x-request-id"))
+        r = s.request("GET", "/no/such/route", headers={"X-Request-Id": "lost-1"})
+        eq(r.status, 404, "unknown route")
+        eq(r.headers.get("x-request-id"), "lost-1", "a 404 carries the request id")
 
 
 if __name__ == "__main__":
