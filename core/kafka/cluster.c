@@ -102,11 +102,21 @@ int sy_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value
     return 0;
 }
 
+int sy_kafka_conf_set_int(rd_kafka_conf_t *conf, const char *name, int value, char *errbuf, size_t errbuf_size)
+{
+    char num[24];
+    snprintf(num, sizeof(num), "%d", value);
+    return sy_kafka_conf_set(conf, name, num, errbuf, errbuf_size);
+}
+
 int sy_kafka_cluster_apply_props(sy_kafka_cluster_t *cluster, rd_kafka_conf_t *conf, char *errbuf, size_t errbuf_size)
 {
     rd_kafka_conf_set_log_cb(conf, sy_kafka_log_cb);
+    /* reconnect.backoff.max.ms: without it a handle waits out up to 10 s of reconnect backoff after a broker comes
+     * back, and a producer times its messages out that much later (platform-notes section 10) */
     if (sy_kafka_conf_set(conf, "client.id", "switchyard", errbuf, errbuf_size) != 0 ||
-        sy_kafka_conf_set(conf, "bootstrap.servers", cluster->bootstrap, errbuf, errbuf_size) != 0)
+        sy_kafka_conf_set(conf, "bootstrap.servers", cluster->bootstrap, errbuf, errbuf_size) != 0 ||
+        sy_kafka_conf_set(conf, "reconnect.backoff.max.ms", "1000", errbuf, errbuf_size) != 0)
         return -1;
     for (size_t i = 0; i != cluster->nprops; ++i)
         if (sy_kafka_conf_set(conf, cluster->keys[i], cluster->values[i], errbuf, errbuf_size) != 0) return -1;

@@ -342,7 +342,7 @@ sy_kafka_consumer_t *sy_kafka_consumer_create(sy_kafka_cluster_t *cluster, h2o_l
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_topic_partition_list_t *subscription = NULL;
     rd_kafka_resp_err_t err;
-    char num[32], errstr[512];
+    char errstr[512];
     int ok = 0;
 
     if (cfg == NULL) cfg = &defaults;
@@ -358,25 +358,18 @@ sy_kafka_consumer_t *sy_kafka_consumer_create(sy_kafka_cluster_t *cluster, h2o_l
     c->tick.cb = on_tick;
 
     int session_timeout_ms = cfg->session_timeout_ms > 0 ? cfg->session_timeout_ms : 6000;
-#define SET(name, value)                                                                                               \
-    do {                                                                                                               \
-        if (sy_kafka_conf_set(conf, name, value, errbuf, errbuf_size) != 0) goto Exit;                                 \
-    } while (0)
-#define SET_INT(name, value)                                                                                           \
-    do {                                                                                                               \
-        snprintf(num, sizeof(num), "%d", (value));                                                                     \
-        SET(name, num);                                                                                                \
-    } while (0)
-    SET("group.id", group);
-    SET("enable.auto.commit", "true");
-    SET("enable.auto.offset.store", "false");
-    SET_INT("fetch.wait.max.ms", cfg->fetch_wait_max_ms > 0 ? cfg->fetch_wait_max_ms : 5);
-    SET_INT("session.timeout.ms", session_timeout_ms);
-    SET_INT("heartbeat.interval.ms", session_timeout_ms / 3 < 3000 ? session_timeout_ms / 3 : 3000);
-    SET("auto.offset.reset", cfg->auto_offset_reset != NULL ? cfg->auto_offset_reset : "earliest");
-    SET("reconnect.backoff.max.ms", "1000");
-#undef SET_INT
-#undef SET
+    int heartbeat_ms = session_timeout_ms / 3 < 3000 ? session_timeout_ms / 3 : 3000;
+    if (sy_kafka_conf_set(conf, "group.id", group, errbuf, errbuf_size) != 0 ||
+        sy_kafka_conf_set(conf, "enable.auto.commit", "true", errbuf, errbuf_size) != 0 ||
+        sy_kafka_conf_set(conf, "enable.auto.offset.store", "false", errbuf, errbuf_size) != 0 ||
+        sy_kafka_conf_set_int(conf, "fetch.wait.max.ms", cfg->fetch_wait_max_ms > 0 ? cfg->fetch_wait_max_ms : 5,
+                              errbuf, errbuf_size) != 0 ||
+        sy_kafka_conf_set_int(conf, "session.timeout.ms", session_timeout_ms, errbuf, errbuf_size) != 0 ||
+        sy_kafka_conf_set_int(conf, "heartbeat.interval.ms", heartbeat_ms, errbuf, errbuf_size) != 0 ||
+        sy_kafka_conf_set(conf, "auto.offset.reset",
+                          cfg->auto_offset_reset != NULL ? cfg->auto_offset_reset : "earliest", errbuf,
+                          errbuf_size) != 0)
+        goto Exit;
     /* the user's --kafka properties come last, so that they can override any of the above */
     if (sy_kafka_cluster_apply_props(cluster, conf, errbuf, errbuf_size) != 0) goto Exit;
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);

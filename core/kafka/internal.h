@@ -49,6 +49,8 @@ void sy_kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const cha
 
 /* Sets one property, formatting librdkafka's complaint into errbuf. Returns 0 or -1. */
 int sy_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, char *errbuf, size_t errbuf_size);
+/* The same for an integer value. */
+int sy_kafka_conf_set_int(rd_kafka_conf_t *conf, const char *name, int value, char *errbuf, size_t errbuf_size);
 
 uint64_t sy_kafka_now_ms(void);
 

@@ -108,34 +108,24 @@ sy_kafka_producer_t *sy_kafka_producer_create(sy_kafka_cluster_t *cluster, h2o_l
 {
     sy_kafka_producer_t *p = sy_calloc(1, sizeof(*p));
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    char num[32], err[512];
+    char err[512];
     int ok = 0;
 
     p->cluster = cluster;
     p->loop = loop;
     p->message_timeout_ms = cfg->message_timeout_ms > 0 ? cfg->message_timeout_ms : 5000;
 
-#define SET(name, value)                                                                                               \
-    do {                                                                                                               \
-        if (sy_kafka_conf_set(conf, name, value, errbuf, errbuf_size) != 0) goto Exit;                                 \
-    } while (0)
-#define SET_INT(name, value)                                                                                           \
-    do {                                                                                                               \
-        snprintf(num, sizeof(num), "%d", (value));                                                                     \
-        SET(name, num);                                                                                                \
-    } while (0)
-    SET("enable.idempotence", "true");
-    SET("acks", "all");
-    SET_INT("linger.ms", cfg->linger_ms > 0 ? cfg->linger_ms : 1);
-    if (cfg->batch_size > 0) SET_INT("batch.size", cfg->batch_size);
-    SET_INT("message.timeout.ms", p->message_timeout_ms);
-    if (cfg->queue_max_messages > 0) SET_INT("queue.buffering.max.messages", cfg->queue_max_messages);
-    /* without this a producer waits out up to 10 s of reconnect backoff before timing messages out
-     * (platform-notes section 10) */
-    SET("reconnect.backoff.max.ms", "1000");
-    SET("compression.codec", cfg->default_compression != NULL ? cfg->default_compression : "none");
-#undef SET_INT
-#undef SET
+    if (sy_kafka_conf_set(conf, "enable.idempotence", "true", errbuf, errbuf_size) != 0 ||
+        sy_kafka_conf_set(conf, "acks", "all", errbuf, errbuf_size) != 0 ||
+        sy_kafka_conf_set_int(conf, "linger.ms", cfg->linger_ms > 0 ? cfg->linger_ms : 1, errbuf, errbuf_size) != 0 ||
+        (cfg->batch_size > 0 && sy_kafka_conf_set_int(conf, "batch.size", cfg->batch_size, errbuf, errbuf_size) != 0) ||
+        sy_kafka_conf_set_int(conf, "message.timeout.ms", p->message_timeout_ms, errbuf, errbuf_size) != 0 ||
+        (cfg->queue_max_messages > 0 && sy_kafka_conf_set_int(conf, "queue.buffering.max.messages",
+                                                              cfg->queue_max_messages, errbuf, errbuf_size) != 0) ||
+        sy_kafka_conf_set(conf, "compression.codec",
+                          cfg->default_compression != NULL ? cfg->default_compression : "none", errbuf,
+                          errbuf_size) != 0)
+        goto Exit;
     /* the user's --kafka properties come last, so that they can override any of the above */
     if (sy_kafka_cluster_apply_props(cluster, conf, errbuf, errbuf_size) != 0) goto Exit;
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);

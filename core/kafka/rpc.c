@@ -309,7 +309,7 @@ sy_kafka_rpc_t *sy_kafka_rpc_create(sy_kafka_cluster_t *cluster, h2o_loop_t *loo
     sy_kafka_rpc_t *rpc = sy_calloc(1, sizeof(*rpc));
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_topic_partition_list_t *subscription = NULL;
-    char errstr[512], num[16];
+    char errstr[512];
     int ok = 0;
     uint64_t rnd = 0;
 
@@ -340,10 +340,9 @@ sy_kafka_rpc_t *sy_kafka_rpc_create(sy_kafka_cluster_t *cluster, h2o_loop_t *loo
         sy_kafka_conf_set(conf, "auto.offset.reset", "earliest", errbuf, errbuf_size) != 0 ||
         sy_kafka_conf_set(conf, "session.timeout.ms", "6000", errbuf, errbuf_size) != 0 ||
         sy_kafka_conf_set(conf, "heartbeat.interval.ms", "2000", errbuf, errbuf_size) != 0 ||
-        sy_kafka_conf_set(conf, "reconnect.backoff.max.ms", "1000", errbuf, errbuf_size) != 0)
+        sy_kafka_conf_set_int(conf, "fetch.wait.max.ms", cfg && cfg->fetch_wait_max_ms > 0 ? cfg->fetch_wait_max_ms : 1,
+                              errbuf, errbuf_size) != 0)
         goto Exit;
-    snprintf(num, sizeof(num), "%d", cfg && cfg->fetch_wait_max_ms > 0 ? cfg->fetch_wait_max_ms : 1);
-    if (sy_kafka_conf_set(conf, "fetch.wait.max.ms", num, errbuf, errbuf_size) != 0) goto Exit;
     if (sy_kafka_cluster_apply_props(cluster, conf, errbuf, errbuf_size) != 0) goto Exit;
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
     rd_kafka_conf_set_error_cb(conf, on_error);
